@@ -1,0 +1,272 @@
+"""The tape: runs the reverse pass over the graph of nodes.
+
+1. Walk the graph from the roots (iteratively: a chain of a million nodes must not hit the
+   recursion limit) and count, for every node, the edges that lead into it.
+2. Run nodes from a heap ordered by reverse creation order; a node becomes ready once all
+   its incoming gradients have arrived and been summed in its buffer.
+3. Drop each buffer as soon as its node has run, and (without ``retain_graph``) the node's
+   saved tensors too, so that peak memory stays close to the forward's.
+
+Each buffered gradient carries an ``owned`` flag: True when no one else can see its array
+(it was freshly computed by a built-in backward, or is a sum made here). Owned buffers may be
+summed into in place and handed to ``.grad`` without a copy; others are copied first, so that
+accumulating into ``x.grad`` never writes into a tensor the user or another leaf holds.
+"""
+from __future__ import annotations
+
+import heapq
+
+from . import grad_mode
+from .graph import AccumulateGrad
+
+__all__ = ["run_backward"]
+
+_state = grad_mode.state
+
+
+def _collect(roots):
+    """Dependencies: node -> number of edges into it from nodes reachable from the roots."""
+    deps = {}
+    seen = set()
+    stack = [n for n in roots]
+    for n in roots:
+        seen.add(n)
+    while stack:
+        node = stack.pop()
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            deps[nxt] = deps.get(nxt, 0) + 1
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return deps, seen
+
+
+def _needed(nodes, targets):
+    """The nodes from which some target node can be reached (only these must run)."""
+    needed = set(targets)
+    # Edges always point to nodes created earlier, so one pass in creation order suffices.
+    for node in sorted((n for n in nodes if not isinstance(n, AccumulateGrad)),
+                       key=lambda n: n._seq):
+        if node in needed:
+            continue
+        for nxt, _ in node.next_functions:
+            if nxt is not None and nxt in needed:
+                needed.add(node)
+                break
+    return needed
+
+
+def _validate(node, i, g, meta):
+    """Make gradient ``g`` of input ``i`` match that input: reduce broadcast dims, cast dtype."""
+    shape, dtype, device = meta
+    if g.shape != shape:
+        try:
+            g = g.sum_to_size(shape)
+        except RuntimeError:
+            raise RuntimeError(
+                f"Function {node.name()} returned an invalid gradient at index {i} - got "
+                f"{list(g.shape)} but expected shape compatible with {list(shape)}") from None
+    if g.dtype is not dtype:
+        g = g.to(dtype)
+    if g.device != device:
+        raise RuntimeError(
+            f"Function {node.name()} returned an invalid gradient at index {i} - expected "
+            f"device {device} but got {g.device}")
+    return g
+
+
+def _add_to_buffer(buf, nr, g, owned):
+    slot = buf[nr]
+    if slot is None:
+        buf[nr] = [g, owned]
+        return
+    old = slot[0]
+    if slot[1] and not _state.enabled and old.shape == g.shape and old.dtype is g.dtype:
+        old._data += g._data  # ours alone: sum in place
+    else:
+        slot[0] = old + g
+        slot[1] = True
+
+
+def _run_tensor_hooks(node, buf):
+    """Hooks registered with Tensor.register_hook on this node's outputs, then retain_grad."""
+    if node._tensor_hooks:
+        for nr, hooks in node._tensor_hooks.items():
+            slot = buf[nr]
+            if slot is None:
+                continue
+            for hook in tuple(hooks.values()):
+                r = hook(slot[0])
+                if r is not None:
+                    slot[0], slot[1] = r, False
+    if node._retain:
+        for nr, ref in node._retain.items():
+            t, slot = ref(), buf[nr]
+            if t is None or slot is None:
+                continue
+            g = slot[0] if _state.enabled else slot[0].detach()
+            t._grad = g.clone() if t._grad is None else t._grad + g
+
+
+def _accumulate(var, g, owned):
+    """AccumulateGrad: add ``g`` into ``var.grad`` (in place when recording is off)."""
+    if var._hooks:
+        for hook in tuple(var._hooks.values()):
+            r = hook(g)
+            if r is not None:
+                g, owned = r, False
+    old = var._grad
+    if _state.enabled:  # create_graph: keep the history of the gradient
+        var._grad = (g if owned else g.clone()) if old is None else old + g
+    elif old is None:
+        var._grad = g.detach() if owned else g.detach().clone()
+    else:
+        old._data += g._data
+        old._version.value += 1
+
+
+def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inputs=None,
+                 allow_unused=False, accumulate=True, materialize_grads=False):
+    """Run the reverse pass from ``roots`` (tensors) seeded with ``root_grads``
+    (``root_owned[i]``: the engine may write into ``root_grads[i]``).
+
+    ``accumulate=True`` (``backward``): add into ``.grad`` of leaves (only ``inputs`` if
+    given). ``accumulate=False`` (``autograd.grad``): return the gradients of ``inputs``.
+    """
+    from .._tensor import Tensor
+
+    root_edges = []
+    for i, t in enumerate(roots):
+        if not t.requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
+                               "a grad_fn")
+        root_edges.append((t.grad_fn or t._grad_accumulator(), t._output_nr))
+
+    # Where the gradients of `inputs` are caught: at a leaf's AccumulateGrad, or in the buffer
+    # slot of a non-leaf's grad_fn just before that node runs.
+    captures = {}
+    if inputs is not None:
+        for k, t in enumerate(inputs):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"inputs[{k}] is a {type(t).__name__}, expected a Tensor")
+            if not t.requires_grad:
+                raise RuntimeError(f"One of the differentiated Tensors (inputs[{k}]) does not "
+                                   "require grad")
+            if t.grad_fn is not None:
+                key = (t.grad_fn, t._output_nr)
+            else:
+                acc = t._grad_accumulator_if_exists()
+                key = (acc if acc is not None else object(), 0)
+            captures.setdefault(key, []).append(k)
+
+    root_nodes = list({n: None for n, _ in root_edges})
+    deps, nodes = _collect(root_nodes)
+    needed = _needed(nodes, {n for n, _ in captures}) if inputs is not None else None
+    results = [None] * (len(inputs) if inputs is not None else 0)
+
+    buffers = {}
+    for (node, nr), g, owned in zip(root_edges, root_grads, root_owned):
+        buf = buffers.get(node)
+        if buf is None:
+            buf = buffers[node] = [None] * node._num_outputs()
+        _add_to_buffer(buf, nr, g, owned)
+
+    prev = _state.enabled
+    _state.enabled = bool(create_graph)
+    heap = []
+    tick = 0
+    for node in root_nodes:
+        if deps.get(node, 0) == 0:
+            heapq.heappush(heap, (-node._seq, tick, node))
+            tick += 1
+    try:
+        while heap:
+            node = heapq.heappop(heap)[2]
+            buf = buffers.pop(node, None) or [None] * node._num_outputs()
+            _run_tensor_hooks(node, buf)
+            if node._pre_hooks:
+                grads = [s and s[0] for s in buf]
+                for hook in tuple(node._pre_hooks.values()):
+                    r = hook(tuple(grads))
+                    if r is not None:
+                        grads = list(r)
+                buf = [None if g is None else [g, False] for g in grads]
+
+            if captures:
+                for nr in range(len(buf)):
+                    ks = captures.get((node, nr))
+                    if ks and buf[nr] is not None:
+                        for k in ks:
+                            results[k] = buf[nr][0]
+            if isinstance(node, AccumulateGrad):
+                if accumulate and buf[0] is not None and (needed is None or node in needed):
+                    _accumulate(node.variable, buf[0][0], buf[0][1])
+                continue
+            if needed is not None and node not in needed:
+                continue
+
+            incoming = [s and s[0] for s in buf]
+            out = node._apply(incoming)
+            if node._post_hooks:
+                for hook in tuple(node._post_hooks.values()):
+                    r = hook(tuple(out), tuple(incoming))
+                    if r is not None:
+                        out = list(r)
+            if not retain_graph:
+                node._release()
+            builtin = node._function._builtin if hasattr(node, "_function") else False
+            incoming_arrays = {id(g._data) for g in incoming if g is not None}
+            del incoming, buf
+            seen = set()
+            meta = getattr(node, "_input_meta", None)
+            for i, ((nxt, nr), g) in enumerate(zip(node.next_functions, out)):
+                if nxt is None:
+                    continue
+                if g is not None:
+                    if not isinstance(g, Tensor):
+                        raise TypeError(f"Function {node.name()} returned a gradient of type "
+                                        f"{type(g).__name__} at index {i}; expected a Tensor or "
+                                        "None")
+                    arr = g._data
+                    owned = (builtin and arr.base is None and id(arr) not in incoming_arrays
+                             and id(arr) not in seen)
+                    seen.add(id(arr))
+                    if meta:
+                        g2 = _validate(node, i, g, meta[i])
+                        if g2 is not g:
+                            g, owned = g2, True
+                    nbuf = buffers.get(nxt)
+                    if nbuf is None:
+                        nbuf = buffers[nxt] = [None] * nxt._num_outputs()
+                    _add_to_buffer(nbuf, nr, g, owned)
+                d = deps[nxt] - 1
+                deps[nxt] = d
+                if d == 0:
+                    heapq.heappush(heap, (-nxt._seq, tick, nxt))
+                    tick += 1
+    finally:
+        _state.enabled = prev
+
+    if inputs is None:
+        return None
+    for k, t in enumerate(inputs):
+        g = results[k]
+        if g is None:
+            if materialize_grads:
+                from .._tensor import zeros_like
+                results[k] = zeros_like(t)
+            elif not allow_unused:
+                raise RuntimeError(
+                    f"One of the differentiated Tensors (inputs[{k}]) appears to not have been "
+                    "used in the graph. Set allow_unused=True if this is the desired behavior.")
+        elif accumulate:
+            # backward(inputs=...) on a non-leaf: accumulate like a leaf would.
+            if t.grad_fn is not None:
+                gd = g if create_graph else g.detach()
+                t._grad = gd.clone() if t._grad is None else t._grad + gd
+        elif not create_graph:
+            results[k] = g.detach()
+    return tuple(results)
+

@@ -1,0 +1,354 @@
+"""``Function``: the one mechanism for everything differentiable, built-in ops included.
+
+``MyOp.apply(*args)`` runs ``MyOp.forward(ctx, *args)`` with recording off; when grad mode is
+on and a tensor input requires grad, the ctx becomes the outputs' ``grad_fn`` node, linked to
+the inputs' nodes. In the reverse pass the engine calls ``MyOp.backward(ctx, *grads)``, with
+grad mode set to ``create_graph``: a backward written with tensor operations is itself
+recorded, which is how gradients of gradients work.
+"""
+from __future__ import annotations
+
+import functools
+
+from . import grad_mode
+from .graph import Node
+
+__all__ = ["Function", "FunctionCtx", "BackwardNode", "once_differentiable", "InplaceError"]
+
+_state = grad_mode.state
+_FREED = ("Trying to backward through the graph a second time (or directly access saved "
+          "tensors after they have already been freed). Saved intermediate values of the graph "
+          "are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if "
+          "you need to backward through the graph a second time or if you need to access saved "
+          "tensors after calling backward.")
+
+
+class InplaceError(RuntimeError):
+    """A tensor needed for gradient computation was modified by an in-place operation."""
+
+
+class _Saved:
+    """One tensor saved for backward, with the version it had when saved.
+
+    An output of the node's own Function is stored without its ``grad_fn`` (which is the
+    node itself): storing the tensor would make a reference cycle that keeps memory alive
+    until the garbage collector runs. It is rebuilt, linked to the node, on unpacking.
+    """
+
+    __slots__ = ("tensor", "data", "version_counter", "version", "output_nr", "requires_grad")
+
+    def __init__(self, t, output_nr: int | None) -> None:
+        self.version_counter = t._version
+        self.version = t._version.value
+        self.output_nr = output_nr
+        if output_nr is None:
+            self.tensor, self.data = t, None
+        else:
+            self.tensor, self.data = None, t._data
+            self.requires_grad = t.requires_grad
+
+    def unpack(self, node):
+        if self.version_counter.value != self.version:
+            t = self.tensor
+            shape = list(t.shape) if t is not None else list(self.data.shape)
+            dtype = t.dtype.name if t is not None else str(self.data.dtype)
+            which = (f"output {self.output_nr} of {node.name()}" if self.output_nr is not None
+                     else ("a leaf tensor" if t.grad_fn is None else
+                           f"output {t._output_nr} of {t.grad_fn.name()}"))
+            raise InplaceError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{dtype} {shape}], which is {which}, is at version "
+                f"{self.version_counter.value}; expected version {self.version} instead. Hint: "
+                "do not modify it in place (use an out-of-place op, or .clone() it before "
+                f"modifying), or call its in-place op before it is used by {node.name()}.")
+        if self.output_nr is None:
+            return self.tensor
+        from .._tensor import Tensor  # late: _tensor imports this module
+        t = Tensor._make(self.data)
+        t._version = self.version_counter
+        if self.requires_grad:
+            t.grad_fn, t._output_nr = node, self.output_nr
+        return t
+
+
+class BackwardNode(Node):
+    """The graph node of one Function application; it is also the ``ctx`` of forward/backward.
+
+    Each Function subclass gets its own BackwardNode subclass named ``<Function>Backward``
+    (built-in ops: ``<Op>Backward0``, as torch names them).
+    """
+
+    # No __slots__ restriction beyond the base: users store their own attributes on ctx.
+    _function: type = None
+
+    def __init__(self) -> None:
+        Node.__init__(self)
+        self.needs_input_grad: tuple = ()
+        self.materialize_grads = True
+        self._to_save = None
+        self._saved = None
+        self._released = False
+        self._non_differentiable = None
+        self._dirty = None
+        self._input_meta = ()   # per tensor input: (shape, dtype, device) for grad checks
+        self._output_meta = ()  # per output: (shape, dtype, device) for materialized zeros
+        self._arg_positions = ()  # positions of tensor arguments among forward's args
+
+    # ---- the ctx API -------------------------------------------------------------------
+    def save_for_backward(self, *tensors) -> None:
+        """Save tensors (or None) for ``backward``; read them back with ``saved_tensors``."""
+        self._to_save = tensors
+
+    @property
+    def saved_tensors(self) -> tuple:
+        """The tensors given to ``save_for_backward``; checked against in-place changes."""
+        if self._released:
+            raise RuntimeError(f"{_FREED} (in {self.name()})")
+        saved = self._saved
+        if saved is None:  # forward without recording: the tensors as given
+            return tuple(self._to_save or ())
+        return tuple(s if s is None else s.unpack(self) for s in saved)
+
+    def mark_non_differentiable(self, *tensors) -> None:
+        """Declare outputs that have no gradient (e.g. indices); they never require grad."""
+        self._non_differentiable = {id(t) for t in tensors}
+
+    def mark_dirty(self, *tensors) -> None:
+        """Declare inputs that forward modified in place (they must be returned as outputs)."""
+        self._dirty = {id(t) for t in tensors}
+
+    def set_materialize_grads(self, value: bool) -> None:
+        """If False, ``backward`` receives None (not zeros) for outputs without gradient."""
+        self.materialize_grads = bool(value)
+
+    # ---- engine interface ----------------------------------------------------------------
+    def _num_outputs(self) -> int:
+        return len(self._output_meta)
+
+    def _apply(self, grads: list):
+        if self.materialize_grads:
+            for i, g in enumerate(grads):
+                if g is None:
+                    grads[i] = _zeros(self._output_meta[i])
+        out = self._function.backward(self, *grads)
+        if not isinstance(out, tuple):
+            out = (out,)
+        positions = self._arg_positions
+        n_args = self._n_args
+        if len(out) != n_args:
+            if len(out) > n_args and all(g is None for g in out[n_args:]):
+                out = out[:n_args]
+            else:
+                raise RuntimeError(
+                    f"function {self.name()} returned an incorrect number of gradients "
+                    f"(expected {n_args}, got {len(out)})")
+        return [out[p] for p in positions]
+
+    def _release(self) -> None:
+        if self._saved is not None:
+            self._saved = None
+            self._released = True
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {id(self):#x}>"
+
+
+FunctionCtx = BackwardNode
+
+
+def _zeros(meta):
+    from .._tensor import _zeros_like_meta
+    return _zeros_like_meta(meta)
+
+
+class _FunctionMeta(type):
+    """Gives each Function subclass its BackwardNode subclass (its ``grad_fn`` type)."""
+
+    def __init__(cls, name, bases, namespace):
+        super().__init__(name, bases, namespace)
+        suffix = "Backward0" if namespace.get("_builtin", getattr(cls, "_builtin", False)) \
+            else "Backward"
+        node_name = namespace.get("_node_name") or f"{name}{suffix}"
+        cls._backward_cls = type(node_name, (BackwardNode,), {"_function": cls,
+                                                               "__module__": cls.__module__})
+
+
+class Function(metaclass=_FunctionMeta):
+    """Base class of differentiable operations, with torch's API::
+
+        class Exp(Function):
+            @staticmethod
+            def forward(ctx, x):
+                y = x.exp()
+                ctx.save_for_backward(y)
+                return y
+
+            @staticmethod
+            def backward(ctx, grad):
+                y, = ctx.saved_tensors
+                return grad * y
+
+        y = Exp.apply(x)
+    """
+
+    _builtin = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        if type(self).forward is not Function.forward and not isinstance(
+                type(self).__dict__.get("forward"), staticmethod):
+            # torch dropped "legacy" Functions (instance forward, called as MyFn()(x)).
+            raise RuntimeError(
+                f"{type(self).__name__}: legacy autograd function with non-static forward method "
+                "is not supported. Define forward(ctx, ...) and backward(ctx, ...) as "
+                "@staticmethods and call the function as "
+                f"{type(self).__name__}.apply(...) (see gpugrad.autograd.Function).")
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(
+            f"{type(self).__name__}: Function instances are not callable; "
+            f"use {type(self).__name__}.apply(...)")
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        """Compute the outputs from the inputs (grad mode is off inside)."""
+        raise NotImplementedError("You must implement the forward function for custom "
+                                  "autograd.Function.")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        """Given gradients w.r.t. the outputs, return one gradient (or None) per input."""
+        raise NotImplementedError("You must implement either the backward or vjp method for "
+                                  "your custom autograd.Function to use it with backward mode AD.")
+
+    vjp = backward
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        """Run the function on ``args``, recording it in the graph when grad is needed."""
+        from .._tensor import Tensor, _check_same_device
+
+        ctx = cls._backward_cls()
+        positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        if len(positions) > 1:
+            _check_same_device(cls, args, positions)
+        record = False
+        if _state.enabled and positions:
+            needs = [False] * len(args)
+            for i in positions:
+                if args[i]._requires_grad:
+                    needs[i] = record = True
+            ctx.needs_input_grad = tuple(needs)
+        else:
+            ctx.needs_input_grad = (False,) * len(args)
+
+        prev = _state.enabled
+        _state.enabled = False
+        try:
+            outputs = cls.forward(ctx, *args, **kwargs)
+        finally:
+            _state.enabled = prev
+
+        if not record:
+            if ctx._dirty:
+                for t in (outputs if isinstance(outputs, tuple) else (outputs,)):
+                    if isinstance(t, Tensor) and id(t) in ctx._dirty:
+                        t._version.value += 1
+            return outputs
+        return _record(ctx, args, positions, outputs)
+
+
+def _record(ctx, args, positions, outputs):
+    """Link ``ctx`` into the graph: edges to the inputs, grad_fn on the outputs."""
+    from .._tensor import Tensor, _edge
+
+    ctx._arg_positions = positions
+    ctx._n_args = len(args)
+    inputs = [args[i] for i in positions]
+    ctx.next_functions = tuple(_edge(t) for t in inputs)
+    ctx._input_meta = [(t.shape, t.dtype, t.device) for t in inputs]
+
+    single = not isinstance(outputs, tuple)
+    outs = (outputs,) if single else outputs
+    dirty = ctx._dirty or ()
+    nondiff = ctx._non_differentiable or ()
+    input_ids = {id(t) for t in inputs}
+    result = []
+    meta = []
+    for nr, out in enumerate(outs):
+        if not isinstance(out, Tensor):
+            result.append(out)
+            meta.append(None)
+            continue
+        if id(out) in dirty:
+            if out.grad_fn is None and out.requires_grad:
+                raise RuntimeError(
+                    f"{ctx.name()}: a leaf Variable that requires grad is being used in an "
+                    "in-place operation. Wrap the update in `with gpugrad.no_grad():` or apply "
+                    "it to a clone.")
+            out._version.value += 1
+        elif id(out) in input_ids:
+            # Returned an input unchanged: hand back an alias, so that setting grad_fn on
+            # the output does not rewrite the input's history.
+            out = out._alias()
+        differentiable = id(outs[nr]) not in nondiff and out.dtype.is_floating_point
+        if differentiable:
+            out.grad_fn, out._output_nr, out._requires_grad = ctx, nr, True
+        else:
+            out.grad_fn, out._requires_grad = None, False
+        result.append(out)
+        meta.append((out.shape, out.dtype, out.device))
+    ctx._output_meta = meta
+
+    to_save = ctx._to_save
+    if to_save is not None:
+        out_ids = {id(o): nr for nr, o in enumerate(outs) if isinstance(o, Tensor)}
+        saved = []
+        for t in to_save:
+            if t is None:
+                saved.append(None)
+            elif not isinstance(t, Tensor):
+                raise TypeError(f"{ctx.name()}: save_for_backward can only save tensors or "
+                                f"None, got {type(t).__name__}")
+            else:
+                nr = out_ids.get(id(t))
+                saved.append(_Saved(result[nr] if nr is not None else t, nr))
+        ctx._saved = saved
+        ctx._to_save = None
+    return result[0] if single else tuple(result)
+
+
+def once_differentiable(fn):
+    """Decorate a ``backward`` that is not itself differentiable: it runs with grad mode off,
+    and asking for a higher-order gradient through it raises a clear error."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx, *grads):
+        from .._tensor import Tensor
+        with grad_mode.no_grad():
+            out = fn(ctx, *grads)
+        if not _state.enabled or not any(isinstance(g, Tensor) and g.requires_grad
+                                         for g in grads):
+            return out
+        # create_graph=True: results depend on grads, but this backward was not recorded.
+        outs = out if isinstance(out, tuple) else (out,)
+        wrapped = tuple(_OnceDifferentiableError.apply(o, *grads) if isinstance(o, Tensor)
+                        else o for o in outs)
+        return wrapped if isinstance(out, tuple) else wrapped[0]
+
+    return wrapper
+
+
+class _OnceDifferentiableError(Function):
+    """Carries a once_differentiable result; differentiating through it is an error."""
+
+    _node_name = "DelayedError"
+
+    @staticmethod
+    def forward(ctx, value, *grads):
+        ctx.fn_name = "a once_differentiable backward"
+        return value._alias()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("trying to differentiate twice a function that was marked with "
+                           "@once_differentiable")

@@ -1,0 +1,85 @@
+"""Helpers shared by the op modules: array module, dtype preparation, dims, results."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import _dtypes
+from .._tensor import Tensor, _wrap_dim
+
+_ndarray = np.ndarray
+make = Tensor._make
+
+
+def xp_of(a):
+    """numpy or cupy, whichever module owns array ``a``."""
+    if a.__class__ is _ndarray:
+        return np
+    import cupy
+    return cupy
+
+
+def is_scalar(x) -> bool:
+    """A Python (or NumPy) number that ops accept in place of a tensor."""
+    return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, Tensor)
+
+
+def check_operand(op: str, x, position: str):
+    """Reject operands that are neither tensors nor numbers, naming the op."""
+    if not isinstance(x, Tensor) and not is_scalar(x):
+        raise TypeError(f"{op}(): argument '{position}' must be a Tensor or a number, not "
+                        f"{type(x).__name__}")
+
+
+def binary_arrays(op: str, a, b):
+    """Arrays (or Python scalars) for a binary op, cast to the promoted dtype as torch would.
+
+    Scalars stay Python numbers: NumPy and CuPy treat them as weakly typed (NEP 50), which
+    matches torch's rule that a scalar never widens a tensor of its own category.
+    """
+    check_operand(op, a, "input")
+    check_operand(op, b, "other")
+    dt = _dtypes.result_type(a, b)
+    return _cast(a, dt), _cast(b, dt), dt
+
+
+def _cast(x, dt):
+    if isinstance(x, Tensor):
+        arr = x._data
+        return arr if arr.dtype == dt.np else arr.astype(dt.np)
+    if dt.category == 2:
+        return float(x)
+    if dt.category == 1:
+        return int(x)
+    return bool(x)
+
+
+def float_array(x: Tensor):
+    """The data of ``x`` as floating point (ints and bools go to the default float dtype)."""
+    arr = x._data
+    if arr.dtype.kind == "f":
+        return arr
+    return arr.astype(_dtypes.get_default_dtype().np)
+
+
+def arr(x):
+    """The array of a tensor, or the number itself."""
+    return x._data if isinstance(x, Tensor) else x
+
+
+def dims(dim, ndim: int, op: str) -> tuple:
+    """Normalize ``dim`` (None, an int, or a sequence of ints) to a sorted tuple of axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (int, np.integer)):
+        return (_wrap_dim(int(dim), ndim, op),)
+    out = tuple(sorted(_wrap_dim(int(d), ndim, op) for d in dim))
+    if len(set(out)) != len(out):
+        raise RuntimeError(f"{op}: dim {tuple(dim)} appears multiple times in the list of dims")
+    if not out:  # torch: an empty dim list reduces over everything
+        return tuple(range(ndim))
+    return out
+
+
+wrap_dim = _wrap_dim

@@ -1,0 +1,679 @@
+"""Elementwise operations: arithmetic, powers, unary math, clamp, maximum/minimum, where, lerp.
+
+Every op is a Function whose backward is written with tensor operations, so that it is
+recorded under ``create_graph=True`` (gradients of gradients). Broadcasting needs no code
+here: the engine sums each returned gradient down to its input's shape.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _dtypes
+from .._tensor import Tensor
+from ..autograd.function import Function
+from ._util import binary_arrays, check_operand, float_array, is_scalar, make, xp_of
+
+
+def _xp2(a, b):
+    return xp_of(a) if not is_scalar(a) else xp_of(b)
+
+
+# ---- arithmetic -------------------------------------------------------------------------------
+class Add(Function):
+    """``input + alpha * other``."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, a, b, alpha=1):
+        x, y, _ = binary_arrays("add", a, b)
+        ctx.alpha = alpha
+        return make(x + y if alpha == 1 else x + alpha * y)
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad[:2]
+        alpha = ctx.alpha
+        return (g if na else None,
+                (g if alpha == 1 else g * alpha) if nb else None, None)
+
+
+class Sub(Function):
+    """``input - alpha * other``."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, a, b, alpha=1):
+        x, y, dt = binary_arrays("sub", a, b)
+        if dt is _dtypes.bool:
+            raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not "
+                               "supported. Use the `^` or `logical_xor()` operator instead.")
+        ctx.alpha = alpha
+        return make(x - y if alpha == 1 else x - alpha * y)
+
+    @staticmethod
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad[:2]
+        return (g if na else None, (-g if ctx.alpha == 1 else g * -ctx.alpha) if nb else None,
+                None)
+
+
+class Mul(Function):
+    """``input * other``."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x, y, _ = binary_arrays("mul", a, b)
+        na, nb = ctx.needs_input_grad
+        # Save only what the wanted gradients need: memory, and in-place safety.
+        ctx.save_for_backward(a if nb else None, b if na and isinstance(b, Tensor) else None)
+        ctx.scalars = (a if is_scalar(a) else None, b if is_scalar(b) else None)
+        return make(x * y)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.scalars
+        na, nb = ctx.needs_input_grad
+        return (g * (b if b is not None else sb) if na else None,
+                g * (a if a is not None else sa) if nb else None)
+
+
+def _true_div_arrays(a, b):
+    x, y, dt = binary_arrays("div", a, b)
+    if dt.category != 2:  # int / int is true division to the default float, as in torch
+        f = _dtypes.get_default_dtype().np
+        x = x.astype(f) if not is_scalar(x) else float(x)
+        y = y.astype(f) if not is_scalar(y) else float(y)
+    return x, y
+
+
+class Div(Function):
+    """``input / other`` (true division)."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x, y = _true_div_arrays(a, b)
+        out = make(x / y)
+        na, nb = ctx.needs_input_grad
+        ctx.save_for_backward(b if isinstance(b, Tensor) else None, out if nb else None)
+        ctx.scalar_b = b if is_scalar(b) else None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        b, out = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        if b is None:
+            b = ctx.scalar_b
+        return (g / b if na else None, -g * out / b if nb else None)
+
+
+class FloorDivide(Function):
+    """``input // other`` (rounding toward -inf); its gradient is zero almost everywhere."""
+    _builtin = True
+    _node_name = "DivBackward1"
+
+    @staticmethod
+    def forward(ctx, a, b, mode="floor"):
+        x, y, dt = binary_arrays("div", a, b)
+        xp = _xp2(x, y)
+        if dt.category == 2:
+            q = x / y
+            out = xp.floor(q) if mode == "floor" else xp.trunc(q)
+        else:
+            if (not is_scalar(y) and (y == 0).any()) or (is_scalar(y) and y == 0):
+                raise ZeroDivisionError("div(rounding_mode): integer division by zero")
+            out = x // y
+            if mode == "trunc":
+                out = xp.where((out < 0) & (out * y != x), out + 1, out)
+        ctx.shapes = (a.shape if isinstance(a, Tensor) else None)
+        return make(out.astype(dt.np) if hasattr(out, "astype") else out)
+
+    @staticmethod
+    def backward(ctx, g):
+        z = g * 0
+        return z, z, None
+
+
+class Remainder(Function):
+    """``input % other`` with the sign of the divisor (Python's and torch's remainder)."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x, y, dt = binary_arrays("remainder", a, b)
+        ctx.save_for_backward(a if isinstance(a, Tensor) else None,
+                              b if isinstance(b, Tensor) else None)
+        ctx.scalars = (a, b)
+        return make(_xp2(x, y).remainder(x, y))
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        a = a if a is not None else ctx.scalars[0]
+        b = b if b is not None else ctx.scalars[1]
+        na, nb = ctx.needs_input_grad
+        return (g if na else None, -g * floor_divide(a, b) if nb else None)
+
+
+class Neg(Function):
+    """``-input``."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x):
+        if x._data.dtype == np.bool_:
+            raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported. "
+                               "If you are trying to invert a mask, use the `~` or "
+                               "`logical_not()` operator instead.")
+        return make(-x._data)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Pow(Function):
+    """``input ** exponent``; either side may be a Python number."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, a, b):
+        x, y, dt = binary_arrays("pow", a, b)
+        xp = _xp2(x, y)
+        if dt.category == 1 and ((is_scalar(y) and y < 0) or (not is_scalar(y) and (y < 0).any())):
+            raise RuntimeError("Integers to negative integer powers are not allowed.")
+        if is_scalar(x):
+            out = xp.power(xp.asarray(x, dtype=dt.np), y)
+        else:
+            out = xp.power(x, y)
+        out = make(out)
+        na, nb = ctx.needs_input_grad
+        ctx.save_for_backward(a if isinstance(a, Tensor) else None,
+                              b if isinstance(b, Tensor) else None, out if nb else None)
+        ctx.scalars = (a if is_scalar(a) else None, b if is_scalar(b) else None)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, out = ctx.saved_tensors
+        sa, sb = ctx.scalars
+        na, nb = ctx.needs_input_grad
+        ga = gb = None
+        if na:
+            if b is None:  # tensor ** scalar
+                ga = g * 0 if sb == 0 else g * sb * a ** (sb - 1)
+            else:
+                # d/da a**b = b * a**(b-1), taken as 0 where b == 0 (also at a == 0), like torch
+                ga = where(b == 0, 0.0, g * b * a ** (b - 1))
+        if nb:
+            if a is None:  # scalar ** tensor
+                # log(0) is -inf; torch takes the gradient as 0 where the exponent is >= 0
+                gb = (g * out * (math.log(sa) if sa > 0 else math.nan) if sa != 0
+                      else where(b >= 0, 0.0, g * -math.inf))
+            else:
+                # d/db a**b = a**b * log(a), taken as 0 where a == 0 and b >= 0, like torch
+                gb = where((a == 0) & (b >= 0), 0.0, g * out * log(a))
+        return ga, gb
+
+
+# ---- unary math, declared as a table ----------------------------------------------------------
+def _erf_array(a):
+    xp = xp_of(a)
+    if xp is np:
+        # NumPy has no erf; math.erf is exact to the last bit (vectorized via frompyfunc).
+        return np.frompyfunc(math.erf, 1, 1)(a).astype(a.dtype)
+    from cupyx.scipy.special import erf
+    return erf(a)
+
+
+def _sigmoid_array(a):
+    xp = xp_of(a)
+    # Stable on both tails: exp of a non-positive number only.
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
+    """Make the Function for ``y = forward(xp, a)`` whose gradient is ``backward(g, x, y)``.
+
+    ``save`` names what backward reads (``"x"`` the input, ``"y"`` the output); integer inputs
+    are computed in the default float dtype unless ``keep_int``.
+    """
+
+    def fwd(ctx, x):
+        a = x._data if keep_int else float_array(x)
+        y = make(forward(xp_of(a), a))
+        ctx.save_for_backward(x if "x" in save else None, y if "y" in save else None)
+        return y
+
+    def bwd(ctx, g):
+        x, y = ctx.saved_tensors
+        return backward(g, x, y)
+
+    cls = type(name, (Function,), {"_builtin": True, "__doc__": doc,
+                                   "forward": staticmethod(fwd), "backward": staticmethod(bwd),
+                                   "__module__": __name__})
+    return cls
+
+
+Exp = _unary("Exp", lambda xp, a: xp.exp(a), lambda g, x, y: g * y, ("y",), doc="e**x")
+Log = _unary("Log", lambda xp, a: xp.log(a), lambda g, x, y: g / x, doc="natural log")
+Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda g, x, y: g / (x * math.log(2.0)))
+Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda g, x, y: g / (x * math.log(10.0)))
+Log1p = _unary("Log1P", lambda xp, a: xp.log1p(a), lambda g, x, y: g / (x + 1), doc="log(1+x)")
+Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a), lambda g, x, y: g * (y + 1), ("y",),
+               doc="e**x - 1")
+Sqrt = _unary("Sqrt", lambda xp, a: xp.sqrt(a), lambda g, x, y: g / (2 * y), ("y",))
+Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a), lambda g, x, y: g * -0.5 * y * y * y,
+               ("y",), doc="1/sqrt(x)")
+Abs = _unary("Abs", lambda xp, a: xp.abs(a), lambda g, x, y: g * sign(x), keep_int=True)
+Sign = _unary("Sign", lambda xp, a: xp.sign(a), lambda g, x, y: g * 0, (), keep_int=True)
+Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda g, x, y: g * cos(x))
+Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda g, x, y: -g * sin(x))
+Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda g, x, y: g * (1 + y * y), ("y",))
+Tanh = _unary("Tanh", lambda xp, a: xp.tanh(a), lambda g, x, y: g * (1 - y * y), ("y",))
+Sigmoid = _unary("Sigmoid", lambda xp, a: _sigmoid_array(a), lambda g, x, y: g * y * (1 - y),
+                 ("y",))
+Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a, lambda g, x, y: -g * y * y, ("y",))
+Erf = _unary("Erf", lambda xp, a: _erf_array(a),
+             lambda g, x, y: g * (2 / math.sqrt(math.pi)) * exp(-x * x))
+Relu = _unary("Relu", lambda xp, a: xp.maximum(a, 0), lambda g, x, y: g * (y > 0), ("y",),
+              keep_int=True)
+Silu = _unary("Silu", lambda xp, a: a * _sigmoid_array(a),
+              lambda g, x, y: g * _silu_grad(x))
+
+
+def _silu_grad(x):
+    s = sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+def _float_op(cls, x):
+    check_operand(cls.__name__.lower(), x, "input")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{cls.__name__.lower()}(): argument 'input' must be a Tensor, not "
+                        f"{type(x).__name__}")
+    return cls.apply(x)
+
+
+def exp(input): """e raised to each element."""; return _float_op(Exp, input)  # noqa: E702
+def log(input): """Natural logarithm."""; return _float_op(Log, input)  # noqa: E702
+def log2(input): """Base-2 logarithm."""; return _float_op(Log2, input)  # noqa: E702
+def log10(input): """Base-10 logarithm."""; return _float_op(Log10, input)  # noqa: E702
+def log1p(input): """log(1 + x), accurate near 0."""; return _float_op(Log1p, input)  # noqa: E702
+def expm1(input): """exp(x) - 1, accurate near 0."""; return _float_op(Expm1, input)  # noqa: E702
+def sqrt(input): """Square root."""; return _float_op(Sqrt, input)  # noqa: E702
+def rsqrt(input): """1 / sqrt(x)."""; return _float_op(Rsqrt, input)  # noqa: E702
+def abs(input): """Absolute value."""; return _float_op(Abs, input)  # noqa: E702,A001
+def sign(input): """-1, 0 or 1 by sign (gradient 0)."""; return _float_op(Sign, input)  # noqa
+def sin(input): """Sine."""; return _float_op(Sin, input)  # noqa: E702
+def cos(input): """Cosine."""; return _float_op(Cos, input)  # noqa: E702
+def tan(input): """Tangent."""; return _float_op(Tan, input)  # noqa: E702
+def tanh(input): """Hyperbolic tangent."""; return _float_op(Tanh, input)  # noqa: E702
+def sigmoid(input): """Logistic sigmoid 1/(1+e**-x)."""; return _float_op(Sigmoid, input)  # noqa
+def reciprocal(input): """1 / x."""; return _float_op(Reciprocal, input)  # noqa: E702
+def erf(input): """The error function."""; return _float_op(Erf, input)  # noqa: E702
+def relu(input): """max(x, 0)."""; return _float_op(Relu, input)  # noqa: E702
+def silu(input, inplace=False): """x * sigmoid(x) (swish)."""; return _float_op(Silu, input)  # noqa
+
+
+absolute = abs
+
+
+# ---- activations with parameters --------------------------------------------------------------
+class LeakyRelu(Function):
+    """``x`` where positive, ``negative_slope * x`` elsewhere."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x, slope):
+        a = float_array(x)
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return make(_xp_where(a > 0, a, a * slope))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return where(x > 0, g, g * ctx.slope), None
+
+
+def _xp_where(cond, a, b):
+    return xp_of(cond).where(cond, a, b).astype(a.dtype, copy=False)
+
+
+def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False):
+    """Leaky ReLU with slope ``negative_slope`` below zero."""
+    return LeakyRelu.apply(input, float(negative_slope))
+
+
+class Elu(Function):
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        a = float_array(x)
+        xp = xp_of(a)
+        y = make(_xp_where(a > 0, a, alpha * xp.expm1(xp.minimum(a, 0))))
+        ctx.save_for_backward(x, y)
+        ctx.alpha = alpha
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return where(x > 0, g, g * (y + ctx.alpha)), None
+
+
+def elu(input, alpha: float = 1.0, inplace: bool = False):
+    """Exponential linear unit."""
+    return Elu.apply(input, float(alpha))
+
+
+class Gelu(Function):
+    """Gaussian error linear unit, exact (``'none'``) or with the tanh approximation."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x, approximate):
+        a = float_array(x)
+        xp = xp_of(a)
+        ctx.save_for_backward(x)
+        ctx.approximate = approximate
+        if approximate == "tanh":
+            return make(0.5 * a * (1 + xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))))
+        return make(0.5 * a * (1 + _erf_array(a * (1 / math.sqrt(2.0)))))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        if ctx.approximate == "tanh":
+            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+            t = tanh(inner)
+            d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner), None
+        cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2.0))))
+        pdf = exp(x * x * -0.5) * _INV_SQRT_2PI
+        return g * (cdf + x * pdf), None
+
+
+def gelu(input, approximate: str = "none"):
+    """GELU: ``x * Phi(x)``; ``approximate='tanh'`` uses the tanh formula."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return Gelu.apply(input, approximate)
+
+
+class Softplus(Function):
+    """``log(1 + exp(beta * x)) / beta``, linear above ``threshold`` for stability."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x, beta, threshold):
+        a = float_array(x)
+        xp = xp_of(a)
+        z = a * beta
+        soft = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
+        ctx.save_for_backward(x)
+        ctx.params = (beta, threshold)
+        return make(_xp_where(z > threshold, a, soft))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        beta, threshold = ctx.params
+        z = x * beta
+        return where(z > threshold, g, g * sigmoid(z)), None, None
+
+
+def softplus(input, beta: float = 1.0, threshold: float = 20.0):
+    """Smooth approximation of ReLU."""
+    return Softplus.apply(input, float(beta), float(threshold))
+
+
+# ---- clamp, maximum, minimum, where, lerp ------------------------------------------------------
+class Clamp(Function):
+    """Limit values to ``[min, max]`` (Python numbers); gradient 1 inside, 0 outside."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        a = x._data
+        xp = xp_of(a)
+        dt = _dtypes.result_type(x, *(v for v in (lo, hi) if v is not None))
+        a = a.astype(dt.np, copy=False)
+        out = xp.clip(a, lo, hi) if (lo is None or hi is None or lo <= hi) else \
+            xp.full_like(a, hi)
+        ctx.save_for_backward(x)
+        ctx.bounds = (lo, hi)
+        return make(out)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        mask = None
+        if lo is not None:
+            mask = x >= lo
+        if hi is not None:
+            mask = (x <= hi) if mask is None else mask & (x <= hi)
+        return g * mask, None, None
+
+
+def clamp(input, min=None, max=None):  # noqa: A002 - torch's names
+    """Limit ``input`` to ``[min, max]``; bounds may be numbers or tensors."""
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = input
+        if min is not None:
+            out = maximum(out, min if isinstance(min, Tensor) else _full_like(input, min))
+        if max is not None:
+            out = minimum(out, max if isinstance(max, Tensor) else _full_like(input, max))
+        return out
+    return Clamp.apply(input, min, max)
+
+
+clip = clamp
+
+
+def clamp_min(input, min):  # noqa: A002
+    """``clamp(input, min=min)``."""
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):  # noqa: A002
+    """``clamp(input, max=max)``."""
+    return clamp(input, max=max)
+
+
+def _full_like(t, value):
+    return make(xp_of(t._data).full(t._data.shape, value, dtype=t._data.dtype))
+
+
+class _MaxMin(Function):
+    _builtin = True
+    _take_max = True
+
+    @classmethod
+    def _pick(cls, x, y):
+        return x > y if cls._take_max else x < y
+
+    @classmethod
+    def forward(cls, ctx, a, b):
+        x, y, _ = binary_arrays(cls.__name__.lower(), a, b)
+        xp = xp_of(x)
+        ctx.save_for_backward(a, b)
+        return make(xp.maximum(x, y) if cls._take_max else xp.minimum(x, y))
+
+    @classmethod
+    def backward(cls, ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        tie = a == b
+        half = g * 0.5
+        return (where(tie, half, where(cls._pick(a, b), g, 0.0)) if na else None,
+                where(tie, half, where(cls._pick(b, a), g, 0.0)) if nb else None)
+
+
+class Maximum(_MaxMin):
+    """Elementwise maximum (ties share the gradient equally, as in torch)."""
+    _take_max = True
+
+
+class Minimum(_MaxMin):
+    """Elementwise minimum (ties share the gradient equally, as in torch)."""
+    _take_max = False
+
+
+def maximum(input, other):
+    """Elementwise maximum of two tensors."""
+    return Maximum.apply(input, other)
+
+
+def minimum(input, other):
+    """Elementwise minimum of two tensors."""
+    return Minimum.apply(input, other)
+
+
+fmax, fmin = maximum, minimum
+
+
+class Where(Function):
+    """``input`` where ``condition`` holds, else ``other``."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        c = cond._data
+        if c.dtype != np.bool_:
+            raise RuntimeError(f"where expected condition to be a boolean tensor, but got a "
+                               f"tensor with dtype {cond.dtype}")
+        x, y, _ = binary_arrays("where", a, b)
+        ctx.save_for_backward(cond)
+        return make(xp_of(c).where(c, x, y))
+
+    @staticmethod
+    def backward(ctx, g):
+        cond, = ctx.saved_tensors
+        _, na, nb = ctx.needs_input_grad
+        zero = g * 0 if (na or nb) else None
+        return (None, where(cond, g, zero) if na else None, where(cond, zero, g) if nb else None)
+
+
+def where(condition, input=None, other=None):
+    """Choose elementwise between ``input`` and ``other`` (tensors or numbers) by
+    ``condition``."""
+    if input is None and other is None:
+        raise NotImplementedError("where(condition) (nonzero indices) is not supported yet")
+    if not isinstance(condition, Tensor):
+        raise TypeError(f"where(): argument 'condition' must be a Tensor, not "
+                        f"{type(condition).__name__}")
+    return Where.apply(condition, input, other)
+
+
+class Lerp(Function):
+    """``start + weight * (end - start)``."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, start, end, weight):
+        s, e, _ = binary_arrays("lerp", start, end)
+        w = weight._data if isinstance(weight, Tensor) else weight
+        ctx.save_for_backward(start, end, weight if isinstance(weight, Tensor) else None)
+        ctx.scalar_w = weight if is_scalar(weight) else None
+        return make(s + w * (e - s))
+
+    @staticmethod
+    def backward(ctx, g):
+        start, end, w = ctx.saved_tensors
+        ns, ne, nw = ctx.needs_input_grad
+        if w is None:
+            w = ctx.scalar_w
+        return (g * (1 - w) if ns else None, g * w if ne else None,
+                g * (end - start) if nw else None)
+
+
+def lerp(input, end, weight):
+    """Linear interpolation from ``input`` to ``end`` by ``weight``."""
+    if not isinstance(input, Tensor) or not isinstance(end, Tensor):
+        raise TypeError("lerp(): 'input' and 'end' must be tensors")
+    return Lerp.apply(input, end, weight)
+
+
+# ---- functional spellings of the operators ------------------------------------------------------
+def add(input, other, *, alpha=1):
+    """``input + alpha * other``."""
+    return Add.apply(input, other, alpha)
+
+
+def sub(input, other, *, alpha=1):
+    """``input - alpha * other``."""
+    return Sub.apply(input, other, alpha)
+
+
+subtract = sub
+
+
+def rsub(input, other, *, alpha=1):
+    """``other - alpha * input``."""
+    return Sub.apply(other, input, alpha)
+
+
+def mul(input, other):
+    """``input * other``."""
+    return Mul.apply(input, other)
+
+
+multiply = mul
+
+
+def div(input, other, *, rounding_mode=None):
+    """``input / other``; ``rounding_mode`` ``'floor'`` or ``'trunc'`` rounds the quotient."""
+    if rounding_mode is None:
+        return Div.apply(input, other)
+    if rounding_mode not in ("floor", "trunc"):
+        raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but "
+                         f"found {rounding_mode!r}")
+    return FloorDivide.apply(input, other, rounding_mode)
+
+
+divide = true_divide = div
+
+
+def floor_divide(input, other):
+    """``input // other`` (rounded toward negative infinity)."""
+    return FloorDivide.apply(input, other, "floor")
+
+
+def remainder(input, other):
+    """``input % other``, with the sign of ``other``."""
+    return Remainder.apply(input, other)
+
+
+def neg(input):
+    """``-input``."""
+    return Neg.apply(input)
+
+
+negative = neg
+
+
+def pow(input, exponent):  # noqa: A001
+    """``input ** exponent``; ``input`` or ``exponent`` may be a Python number."""
+    return Pow.apply(input, exponent)
+
+
+def square(input):
+    """``input * input``."""
+    return Pow.apply(input, 2)
