@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _backend, _dtypes
 from ._dtypes import from_numpy_dtype
+from .autograd import function as _function_module
 from .autograd import grad_mode
 from .autograd.graph import AccumulateGrad, add_hook
 
@@ -70,8 +71,18 @@ class Tensor:
     constructor ``gpugrad.Tensor(data)`` / ``gpugrad.Tensor(2, 3)`` makes float32 tensors.
     """
 
-    __slots__ = ("_data", "_requires_grad", "grad_fn", "_output_nr", "_grad", "_version",
-                 "_base", "_hooks", "_grad_acc", "_retains_grad", "__weakref__", "__dict__")
+    __slots__ = ("_data", "_version", "__weakref__", "__dict__")
+
+    # Defaults of the autograd metadata: most tensors never set them, and a tensor is made
+    # for every op result, so they live on the class rather than in each instance.
+    _requires_grad = False
+    grad_fn = None
+    _output_nr = 0
+    _grad = None
+    _base = None
+    _hooks = None
+    _grad_acc = None
+    _retains_grad = False
 
     # NumPy defers to Tensor's reflected operators (ndarray * tensor -> Tensor.__rmul__).
     __array_priority__ = 1000
@@ -84,8 +95,10 @@ class Tensor:
     def _make(data, requires_grad: bool = False) -> "Tensor":
         """Wrap an array without copying (internal fast path)."""
         t = _new(Tensor)
-        _init(t, _as_array(data))
-        t._requires_grad = requires_grad
+        t._data = data if data.__class__ is _ndarray else _as_array(data)
+        t._version = _Version()
+        if requires_grad:
+            t._requires_grad = True
         return t
 
     # ---- what a tensor is ----------------------------------------------------------------
@@ -489,15 +502,7 @@ _new = object.__new__
 
 def _init(t: Tensor, data) -> None:
     t._data = data
-    t._requires_grad = False
-    t.grad_fn = None
-    t._output_nr = 0
-    t._grad = None
     t._version = _Version()
-    t._base = None
-    t._hooks = None
-    t._grad_acc = None
-    t._retains_grad = False
 
 
 def _rebuild(array, device, requires_grad):
@@ -566,6 +571,12 @@ def _check_same_device(fn, args, positions) -> None:
                 f"{name}: expected all tensors to be on the same device, but found at least two "
                 f"devices, {devices[0]} (argument {positions[0]}) and {d} (argument {p}). Move "
                 f"them to one device first, e.g. with .to({str(devices[0])!r}).")
+
+
+# function.py is imported before this module exists; hand it what its hot path needs.
+_function_module._Tensor = Tensor
+_function_module._check_same_device = _check_same_device
+_function_module._edge_of = _edge
 
 
 def _zeros_like_meta(meta) -> Tensor:

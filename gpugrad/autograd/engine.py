@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import heapq
 
+import numpy as np
+
 from . import grad_mode
 from .graph import AccumulateGrad
 
@@ -61,16 +63,17 @@ def _needed(nodes, targets):
 def _validate(node, i, g, meta):
     """Make gradient ``g`` of input ``i`` match that input: reduce broadcast dims, cast dtype."""
     shape, dtype, device = meta
-    if g.shape != shape:
+    a = g._data
+    if a.shape != shape:
         try:
             g = g.sum_to_size(shape)
         except RuntimeError:
             raise RuntimeError(
                 f"Function {node.name()} returned an invalid gradient at index {i} - got "
                 f"{list(g.shape)} but expected shape compatible with {list(shape)}") from None
-    if g.dtype is not dtype:
+    if a.dtype != dtype.np:
         g = g.to(dtype)
-    if g.device != device:
+    if (device.type != "cpu" or a.__class__ is not np.ndarray) and g.device != device:
         raise RuntimeError(
             f"Function {node.name()} returned an invalid gradient at index {i} - expected "
             f"device {device} but got {g.device}")
@@ -255,7 +258,7 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
         g = results[k]
         if g is None:
             if materialize_grads:
-                from .._tensor import zeros_like
+                from .._factories import zeros_like
                 results[k] = zeros_like(t)
             elif not allow_unused:
                 raise RuntimeError(

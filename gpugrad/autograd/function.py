@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from . import grad_mode
-from .graph import Node
+from .graph import Node, _sequence
 
 __all__ = ["Function", "FunctionCtx", "BackwardNode", "once_differentiable", "InplaceError"]
 
@@ -79,20 +79,22 @@ class BackwardNode(Node):
     """
 
     # No __slots__ restriction beyond the base: users store their own attributes on ctx.
+    # Defaults live on the class: an op's ctx is made on every call, recorded or not.
     _function: type = None
+    needs_input_grad: tuple = ()
+    materialize_grads = True
+    _to_save = None
+    _saved = None
+    _released = False
+    _non_differentiable = None
+    _dirty = None
+    _input_meta = ()   # per tensor input: (shape, dtype, device) for grad checks
+    _output_meta = ()  # per output: (shape, dtype, device) for materialized zeros
+    _arg_positions = ()  # positions of tensor arguments among forward's args
+    _n_args = 0
 
     def __init__(self) -> None:
-        Node.__init__(self)
-        self.needs_input_grad: tuple = ()
-        self.materialize_grads = True
-        self._to_save = None
-        self._saved = None
-        self._released = False
-        self._non_differentiable = None
-        self._dirty = None
-        self._input_meta = ()   # per tensor input: (shape, dtype, device) for grad checks
-        self._output_meta = ()  # per output: (shape, dtype, device) for materialized zeros
-        self._arg_positions = ()  # positions of tensor arguments among forward's args
+        self._seq = next(_sequence)
 
     # ---- the ctx API -------------------------------------------------------------------
     def save_for_backward(self, *tensors) -> None:
@@ -225,21 +227,22 @@ class Function(metaclass=_FunctionMeta):
     @classmethod
     def apply(cls, *args, **kwargs):
         """Run the function on ``args``, recording it in the graph when grad is needed."""
-        from .._tensor import Tensor, _check_same_device
-
         ctx = cls._backward_cls()
-        positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        positions = [i for i, a in enumerate(args) if isinstance(a, _Tensor)]
         if len(positions) > 1:
             _check_same_device(cls, args, positions)
         record = False
-        if _state.enabled and positions:
-            needs = [False] * len(args)
+        if _state.enabled:
             for i in positions:
                 if args[i]._requires_grad:
-                    needs[i] = record = True
-            ctx.needs_input_grad = tuple(needs)
+                    record = True
+                    break
+        if record:
+            ctx.needs_input_grad = tuple(i in positions and args[i]._requires_grad
+                                         for i in range(len(args)))
         else:
-            ctx.needs_input_grad = (False,) * len(args)
+            ctx.needs_input_grad = _NO_GRAD[len(args)] if len(args) < 8 else \
+                (False,) * len(args)
 
         prev = _state.enabled
         _state.enabled = False
@@ -251,21 +254,26 @@ class Function(metaclass=_FunctionMeta):
         if not record:
             if ctx._dirty:
                 for t in (outputs if isinstance(outputs, tuple) else (outputs,)):
-                    if isinstance(t, Tensor) and id(t) in ctx._dirty:
+                    if isinstance(t, _Tensor) and id(t) in ctx._dirty:
                         t._version.value += 1
             return outputs
         return _record(ctx, args, positions, outputs)
 
 
+_NO_GRAD = [(False,) * n for n in range(8)]
+_Tensor = None  # set by _tensor.py (which imports this module) to avoid a per-call import
+_check_same_device = None
+_edge_of = None
+
+
 def _record(ctx, args, positions, outputs):
     """Link ``ctx`` into the graph: edges to the inputs, grad_fn on the outputs."""
-    from .._tensor import Tensor, _edge
-
+    Tensor, _edge = _Tensor, _edge_of
     ctx._arg_positions = positions
     ctx._n_args = len(args)
     inputs = [args[i] for i in positions]
     ctx.next_functions = tuple(_edge(t) for t in inputs)
-    ctx._input_meta = [(t.shape, t.dtype, t.device) for t in inputs]
+    ctx._input_meta = [(t._data.shape, t.dtype, t.device) for t in inputs]
 
     single = not isinstance(outputs, tuple)
     outs = (outputs,) if single else outputs

@@ -51,17 +51,18 @@ def add_hook(hooks: OrderedDict | None, fn) -> tuple[OrderedDict, RemovableHandl
 class Node:
     """Base of every graph node (``grad_fn``)."""
 
-    __slots__ = ("next_functions", "_seq", "_pre_hooks", "_post_hooks", "_tensor_hooks",
-                 "_retain", "_metadata", "__weakref__")
+    __slots__ = ("next_functions", "_seq", "__dict__", "__weakref__")
+
+    # Rarely set: class-level defaults keep node creation (one per recorded op) cheap.
+    _pre_hooks = None
+    _post_hooks = None
+    _tensor_hooks = None  # {output_nr: OrderedDict} from Tensor.register_hook
+    _retain = None  # {output_nr: weakref to a tensor} from Tensor.retain_grad
+    _metadata = None
 
     def __init__(self) -> None:
         self.next_functions: tuple = ()
         self._seq = next(_sequence)
-        self._pre_hooks = None
-        self._post_hooks = None
-        self._tensor_hooks = None  # {output_nr: OrderedDict} from Tensor.register_hook
-        self._retain = None  # {output_nr: weakref to a tensor} from Tensor.retain_grad
-        self._metadata = None
 
     def name(self) -> str:
         """The node's type name, e.g. ``'MulBackward0'``."""

@@ -20,8 +20,13 @@ def xp_of(a):
     return cupy
 
 
+_PY_SCALARS = (float, int, bool)
+
+
 def is_scalar(x) -> bool:
     """A Python (or NumPy) number that ops accept in place of a tensor."""
+    if x.__class__ in _PY_SCALARS:
+        return True
     return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, Tensor)
 
 
@@ -33,11 +38,24 @@ def check_operand(op: str, x, position: str):
 
 
 def binary_arrays(op: str, a, b):
-    """Arrays (or Python scalars) for a binary op, cast to the promoted dtype as torch would.
+    """Arrays (or Python scalars) for a binary op, cast to the promoted dtype as torch would,
+    and that dtype.
 
     Scalars stay Python numbers: NumPy and CuPy treat them as weakly typed (NEP 50), which
     matches torch's rule that a scalar never widens a tensor of its own category.
     """
+    # Fast paths for the common cases: two tensors of one dtype; a float tensor and a float
+    # or int scalar. Everything else takes torch's full promotion rule.
+    if isinstance(a, Tensor):
+        x = a._data
+        if isinstance(b, Tensor):
+            if x.dtype == b._data.dtype:
+                return x, b._data, _dtypes.from_numpy_dtype(x.dtype)
+        elif (b.__class__ is float or b.__class__ is int) and x.dtype.kind == "f":
+            return x, b, _dtypes.from_numpy_dtype(x.dtype)
+    elif isinstance(b, Tensor) and (a.__class__ is float or a.__class__ is int) and \
+            b._data.dtype.kind == "f":
+        return a, b._data, _dtypes.from_numpy_dtype(b._data.dtype)
     check_operand(op, a, "input")
     check_operand(op, b, "other")
     dt = _dtypes.result_type(a, b)
