@@ -455,7 +455,9 @@ class Tensor:
     __str__ = __repr__
 
     def __format__(self, spec: str) -> str:
-        if self._data.ndim == 0 and spec:
+        # torch formats a 0-d tensor as its Python number, even with an empty spec:
+        # f"{x}" prints "2.0" for tensor(2., requires_grad=True) (the seed tutorials rely on it).
+        if self._data.ndim == 0:
             return format(self.item(), spec)
         return format(repr(self), spec)
 

@@ -67,7 +67,7 @@ class _Saved:
         t = Tensor._make(self.data)
         t._version = self.version_counter
         if self.requires_grad:
-            t.grad_fn, t._output_nr = node, self.output_nr
+            t.grad_fn, t._output_nr, t._requires_grad = node, self.output_nr, True
         return t
 
 
