@@ -83,11 +83,15 @@ class device:
 
     def __eq__(self, other) -> bool:
         if isinstance(other, str):
-            other = device(other)
+            try:
+                other = device(other)
+            except ValueError:  # not a device string: unequal, not an error
+                return False
         return isinstance(other, device) and self.type == other.type and self.index == other.index
 
     def __hash__(self) -> int:
-        return hash((self.type, self.index))
+        # Equal to its string form, so the hash must be too: hash(device('cpu')) == hash('cpu').
+        return hash(str(self))
 
 
 CPU = device("cpu")

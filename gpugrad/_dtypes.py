@@ -96,8 +96,8 @@ def as_dtype(d) -> dtype:
     """Convert a gpugrad dtype, a NumPy dtype, a Python type or a name to a gpugrad dtype."""
     if d.__class__ is dtype:
         return d
-    if d is builtins_float:
-        return _default_float
+    if d is builtins_float:  # torch maps Python's float type to float64, not the default
+        return float64
     if d is builtins_int:
         return int64
     if d is builtins_bool:

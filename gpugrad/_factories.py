@@ -12,7 +12,7 @@ import numbers
 import numpy as np
 
 from . import _backend, _dtypes, _random
-from ._tensor import Tensor
+from ._tensor import Size, Tensor
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like",
            "ones_like", "full_like", "empty_like", "rand_like", "randn_like", "randint_like",
@@ -379,7 +379,9 @@ def eye(n: int, m: int | None = None, *, out=None, dtype=None, device=None,
 # ---- legacy constructors: Tensor(data), FloatTensor([1, 2]), Tensor(2, 3) -------------------
 def _legacy_array(args, dtype, device, op):
     """The array of a legacy constructor call: from data, or uninitialized of a shape."""
-    if len(args) == 1 and not isinstance(args[0], (numbers.Integral, np.integer)):
+    if not args:  # torch.Tensor() is an empty 1-D tensor
+        args = (0,)
+    if len(args) == 1 and not isinstance(args[0], (numbers.Integral, np.integer, Size)):
         data = args[0]
         if isinstance(data, Tensor):
             return _array_from(data, dtype, device or data.device, False, op)

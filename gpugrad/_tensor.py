@@ -112,6 +112,9 @@ class Tensor:
     def data(self, value: "Tensor") -> None:
         if not isinstance(value, Tensor):
             raise TypeError(f"Tensor.data must be set to a Tensor, got {type(value).__name__}")
+        if self._requires_grad and value._data.dtype.kind != "f":
+            raise RuntimeError(f"data set to a tensor that requires gradients must be floating "
+                               f"point (got {value.dtype}); convert it first, e.g. .float()")
         self._data = value._data
 
     @property
@@ -367,7 +370,10 @@ class Tensor:
                       "bool": "Bool"}[self.dtype.name]
             prefix = "gpugrad.cuda." if self.is_cuda else "gpugrad."
             return f"{prefix}{legacy}Tensor"
-        return self.to(_dtypes.as_dtype(dtype))
+        legacy = getattr(dtype, "_dtype", None)  # a legacy class: x.type(gpugrad.DoubleTensor)
+        if legacy is None and isinstance(dtype, str) and dtype.endswith("Tensor"):
+            legacy = _LEGACY_TYPES.get(dtype.rpartition(".")[2])  # 'torch.DoubleTensor'
+        return self.to(legacy if legacy is not None else _dtypes.as_dtype(dtype))
 
     def float(self) -> "Tensor":
         """Convert to float32."""
@@ -478,10 +484,18 @@ class Tensor:
         return bool(self._data.item())
 
     def __float__(self) -> float:
-        return float(self.item())
+        return float(self._scalar())
 
     def __int__(self) -> int:
-        return int(self.item())
+        return int(self._scalar())
+
+    def _scalar(self):
+        # float()/int() raise ValueError for several elements, as in torch (item() raises
+        # RuntimeError).
+        if self._data.size != 1:
+            raise ValueError(f"only one element tensors can be converted to Python scalars "
+                             f"(got {self._data.size} elements, shape {list(self.shape)})")
+        return self._data.item()
 
     def __index__(self) -> int:
         if self._data.dtype.kind not in "iub" or self._data.size != 1:
@@ -500,6 +514,11 @@ class Tensor:
 
 
 _new = object.__new__
+_LEGACY_TYPES = {"FloatTensor": _dtypes.float32, "DoubleTensor": _dtypes.float64,
+                 "HalfTensor": _dtypes.float16, "LongTensor": _dtypes.int64,
+                 "IntTensor": _dtypes.int32, "ShortTensor": _dtypes.int16,
+                 "CharTensor": _dtypes.int8, "ByteTensor": _dtypes.uint8,
+                 "BoolTensor": _dtypes.bool}
 
 
 def _init(t: Tensor, data) -> None:

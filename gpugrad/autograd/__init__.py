@@ -9,10 +9,11 @@ from . import graph  # noqa: F401
 from .function import Function, FunctionCtx, InplaceError, once_differentiable  # noqa: F401
 from .grad_mode import (enable_grad, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled)
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 
 __all__ = ["backward", "grad", "Function", "FunctionCtx", "once_differentiable", "Variable",
            "no_grad", "enable_grad", "set_grad_enabled", "inference_mode", "is_grad_enabled",
-           "graph"]
+           "graph", "gradcheck", "gradgradcheck", "GradcheckError"]
 
 
 def _as_tuple(x):

@@ -113,13 +113,16 @@ def _run_tensor_hooks(node, buf):
             t._grad = g.clone() if t._grad is None else t._grad + g
 
 
+def _run_leaf_hooks(var, slot):
+    """Hooks registered with Tensor.register_hook on a leaf (before capture or accumulation)."""
+    for hook in tuple(var._hooks.values()):
+        r = hook(slot[0])
+        if r is not None:
+            slot[0], slot[1] = r, False
+
+
 def _accumulate(var, g, owned):
     """AccumulateGrad: add ``g`` into ``var.grad`` (in place when recording is off)."""
-    if var._hooks:
-        for hook in tuple(var._hooks.values()):
-            r = hook(g)
-            if r is not None:
-                g, owned = r, False
     old = var._grad
     if _state.enabled:  # create_graph: keep the history of the gradient
         var._grad = (g if owned else g.clone()) if old is None else old + g
@@ -197,6 +200,11 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                         grads = list(r)
                 buf = [None if g is None else [g, False] for g in grads]
 
+            if (isinstance(node, AccumulateGrad) and node.variable._hooks and buf[0] is not None
+                    and ((node, 0) in captures
+                         or (accumulate and (needed is None or node in needed)))):
+                # as in torch, autograd.grad() w.r.t. a leaf sees its hooks' result too
+                _run_leaf_hooks(node.variable, buf[0])
             if captures:
                 for nr in range(len(buf)):
                     ks = captures.get((node, nr))

@@ -9,6 +9,7 @@ recorded, which is how gradients of gradients work.
 from __future__ import annotations
 
 import functools
+import inspect
 
 from . import grad_mode
 from .graph import Node, _sequence
@@ -130,7 +131,7 @@ class BackwardNode(Node):
     def _apply(self, grads: list):
         if self.materialize_grads:
             for i, g in enumerate(grads):
-                if g is None:
+                if g is None and self._output_meta[i] is not None:  # None: not a tensor
                     grads[i] = _zeros(self._output_meta[i])
         out = self._function.backward(self, *grads)
         if not isinstance(out, tuple):
@@ -227,6 +228,8 @@ class Function(metaclass=_FunctionMeta):
     @classmethod
     def apply(cls, *args, **kwargs):
         """Run the function on ``args``, recording it in the graph when grad is needed."""
+        if kwargs:  # as in torch: arguments given by name take their forward() position
+            args, kwargs = _bind_kwargs(cls, args, kwargs)
         ctx = cls._backward_cls()
         positions = [i for i, a in enumerate(args) if isinstance(a, _Tensor)]
         if len(positions) > 1:
@@ -261,6 +264,21 @@ class Function(metaclass=_FunctionMeta):
 
 
 _NO_GRAD = [(False,) * n for n in range(8)]
+
+
+def _bind_kwargs(cls, args, kwargs):
+    """Move keyword arguments of ``forward`` to their positions, so that a tensor passed by
+    name is recorded (and gets its gradient) like a positional one."""
+    args, kwargs = list(args), dict(kwargs)
+    params = list(inspect.signature(cls.forward).parameters.values())[1 + len(args):]
+    for p in params:
+        if not kwargs or p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        if p.name not in kwargs:
+            raise TypeError(f"{cls.__name__}.forward() missing required argument: "
+                            f"{p.name!r} (position {len(args)})")
+        args.append(kwargs.pop(p.name))
+    return tuple(args), kwargs
 _Tensor = None  # set by _tensor.py (which imports this module) to avoid a per-call import
 _check_same_device = None
 _edge_of = None

@@ -42,20 +42,24 @@ class _DecoratorContextManager:
             @functools.wraps(func)
             def generator(*args, **kwargs):
                 gen = func(*args, **kwargs)
-                with self.clone():
-                    response = gen.send(None)
-                while True:
-                    try:
-                        request = yield response
-                    except GeneratorExit:
-                        gen.close()
-                        raise
-                    except BaseException as exc:  # forward throw() into the generator
-                        with self.clone():
-                            response = gen.throw(exc)
-                    else:
-                        with self.clone():
-                            response = gen.send(request)
+                try:
+                    with self.clone():
+                        response = gen.send(None)
+                    while True:
+                        try:
+                            request = yield response
+                        except GeneratorExit:
+                            with self.clone():  # its finally blocks run in the mode too
+                                gen.close()
+                            raise
+                        except BaseException as exc:  # forward throw() into the generator
+                            with self.clone():
+                                response = gen.throw(exc)
+                        else:
+                            with self.clone():
+                                response = gen.send(request)
+                except StopIteration as stop:  # the generator is done: so are we
+                    return stop.value
             return generator
 
         @functools.wraps(func)
@@ -134,7 +138,7 @@ class set_grad_enabled(_DecoratorContextManager):
 class inference_mode(_DecoratorContextManager):
     """Like ``no_grad`` but marks the region as inference: no recording at all.
 
-    ``inference_mode(False)`` is a no-op region, as in torch."""
+    ``inference_mode(False)`` leaves inference mode and turns recording on, as in torch."""
 
     def __new__(cls, mode=True):
         if callable(mode) and not isinstance(mode, bool):
@@ -146,9 +150,8 @@ class inference_mode(_DecoratorContextManager):
 
     def __enter__(self) -> None:
         self._prev = (state.enabled, state.inference)
-        if self.mode:
-            state.enabled = False
-            state.inference = True
+        state.enabled = not self.mode
+        state.inference = self.mode
 
     def __exit__(self, *exc) -> None:
         state.enabled, state.inference = self._prev

@@ -174,7 +174,6 @@ def _install() -> None:
     Tensor.__getitem__ = getitem
     Tensor.T = property(shape.T, doc="All dimensions reversed (a 2-D transpose).")
     Tensor.mT = property(shape.mT, doc="The last two dimensions swapped.")
-    Tensor.__hash__ = object.__hash__  # __eq__ returns a tensor: keep identity hashing
 
 
 _install()

@@ -49,8 +49,11 @@ def binary_arrays(op: str, a, b):
     if isinstance(a, Tensor):
         x = a._data
         if isinstance(b, Tensor):
-            if x.dtype == b._data.dtype:
-                return x, b._data, _dtypes.from_numpy_dtype(x.dtype)
+            y = b._data
+            if x.shape != y.shape:
+                check_broadcast(op, x.shape, y.shape)
+            if x.dtype == y.dtype:
+                return x, y, _dtypes.from_numpy_dtype(x.dtype)
         elif (b.__class__ is float or b.__class__ is int) and x.dtype.kind == "f":
             return x, b, _dtypes.from_numpy_dtype(x.dtype)
     elif isinstance(b, Tensor) and (a.__class__ is float or a.__class__ is int) and \
@@ -60,6 +63,17 @@ def binary_arrays(op: str, a, b):
     check_operand(op, b, "other")
     dt = _dtypes.result_type(a, b)
     return _cast(a, dt), _cast(b, dt), dt
+
+
+def check_broadcast(op: str, sa: tuple, sb: tuple) -> None:
+    """torch's error for shapes that do not broadcast, naming the op and both shapes."""
+    n = max(len(sa), len(sb))
+    for k in range(1, min(len(sa), len(sb)) + 1):
+        x, y = sa[-k], sb[-k]
+        if x != y and x != 1 and y != 1:
+            raise RuntimeError(f"{op}: the size of tensor a ({x}) must match the size of tensor "
+                               f"b ({y}) at non-singleton dimension {n - k} (shapes {list(sa)} "
+                               f"and {list(sb)} do not broadcast)")
 
 
 def _cast(x, dt):

@@ -20,6 +20,10 @@ def _xp2(a, b):
     return xp_of(a) if not is_scalar(a) else xp_of(b)
 
 
+def _is_bool(v) -> bool:
+    return isinstance(v, (bool, np.bool_)) or (isinstance(v, Tensor) and v._data.dtype == np.bool_)
+
+
 # ---- arithmetic -------------------------------------------------------------------------------
 class Add(Function):
     """``input + alpha * other``."""
@@ -49,6 +53,10 @@ class Sub(Function):
         if dt is _dtypes.bool:
             raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not "
                                "supported. Use the `^` or `logical_xor()` operator instead.")
+        if _is_bool(a) or _is_bool(b):  # torch refuses a bool operand also in x - mask
+            raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not "
+                               "supported. If you are trying to invert a mask, use the `~` or "
+                               "`logical_not()` operator instead.")
         ctx.alpha = alpha
         return make(x - y if alpha == 1 else x - alpha * y)
 
@@ -68,7 +76,8 @@ class Mul(Function):
         x, y, _ = binary_arrays("mul", a, b)
         na, nb = ctx.needs_input_grad
         # Save only what the wanted gradients need: memory, and in-place safety.
-        ctx.save_for_backward(a if nb else None, b if na and isinstance(b, Tensor) else None)
+        ctx.save_for_backward(a if nb and isinstance(a, Tensor) else None,
+                              b if na and isinstance(b, Tensor) else None)
         ctx.scalars = (a if is_scalar(a) else None, b if is_scalar(b) else None)
         return make(x * y)
 
@@ -121,6 +130,8 @@ class FloorDivide(Function):
     def forward(ctx, a, b, mode="floor"):
         x, y, dt = binary_arrays("div", a, b)
         xp = _xp2(x, y)
+        if dt is _dtypes.bool:
+            raise NotImplementedError(f'"div_{mode}" not implemented for \'Bool\'')
         if dt.category == 2:
             q = x / y
             out = xp.floor(q) if mode == "floor" else xp.trunc(q)

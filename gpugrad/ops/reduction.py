@@ -13,6 +13,7 @@ import numpy as np
 from .. import _dtypes
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd.grad_mode import is_grad_enabled
 from ._util import dims as _dims, float_array, make, wrap_dim, xp_of
 from .elementwise import exp, where
 
@@ -120,6 +121,8 @@ class Prod(Function):
         is_zero = x == 0
         if not bool(is_zero.any()):
             return gk * yk / x, None, None
+        if is_grad_enabled():  # create_graph: the formula below has wrong derivatives at zeros
+            return gk * _prod_of_others(x, axes), None, None
         # With zeros: d prod / d x_i is the product of the other elements. It is nonzero only
         # where x_i is the sole zero of its slice, and there it is the product of the rest.
         zeros = is_zero.sum(dim=axes, keepdim=True)
@@ -128,6 +131,20 @@ class Prod(Function):
         grad = where(zeros == 0, yk / safe_x,
                      where((zeros == 1) & is_zero, nonzero_prod.expand(shape), 0.0))
         return gk * grad, None, None
+
+
+def _prod_of_others(x: Tensor, axes: tuple) -> Tensor:
+    """For each element, the product of the other elements of its slice, as recorded ops, so
+    that its derivatives of every order are exact whatever the zeros. The reduced dims are
+    flattened to ``n``; row ``i`` of an ``(n, n)`` stack is the slice with ``x_i`` set to 1.
+    O(n^2) memory: used only when a gradient with zeros is itself being differentiated."""
+    kept = [d for d in range(x.ndim) if d not in axes]
+    xt = x.permute(kept + list(axes))
+    lead = tuple(xt.shape[:len(kept)])
+    n = _count(x.shape, axes)
+    rows = xt.reshape(lead + (1, n)).expand(lead + (n, n))
+    others = where(make(xp_of(x._data).eye(n, dtype=bool)), 1.0, rows).prod(dim=-1)
+    return others.reshape(xt.shape).permute(tuple(int(i) for i in np.argsort(kept + list(axes))))
 
 
 def prod(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:

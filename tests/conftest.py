@@ -1,0 +1,33 @@
+"""One suite for every device: tests take the ``device`` fixture, which is the default device
+(``GPUGRAD_DEVICE=cpu`` in CI, ``cuda`` on a GPU machine). Tests marked ``gpu`` need CUDA."""
+from __future__ import annotations
+
+import pytest
+
+import gpugrad
+
+DEVICE = str(gpugrad.get_default_device())
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped without one)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_collection_modifyitems(config, items):
+    if gpugrad.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    return f"gpugrad device: {DEVICE}"
+
+
+@pytest.fixture
+def device() -> str:
+    """The device every tensor of the test should live on."""
+    return DEVICE
