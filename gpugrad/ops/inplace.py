@@ -29,6 +29,8 @@ def apply_inplace(t: Tensor, op: str, fn, *args, **kwargs) -> Tensor:
     """Run ``fn(t, *args)`` out of place and store the result into ``t``; returns ``t``."""
     check_inplace(t, op)
     out = fn(t, *args, **kwargs)
+    if out.grad_fn is not None and out.grad_fn._saved:
+        _save_original(out.grad_fn, t)
     if out.shape != t.shape:
         raise RuntimeError(f"{op}: output with shape {list(t.shape)} doesn't match the broadcast "
                            f"shape {list(out.shape)}")
@@ -42,6 +44,19 @@ def apply_inplace(t: Tensor, op: str, fn, *args, **kwargs) -> Tensor:
     if out.grad_fn is not None:
         t.grad_fn, t._output_nr, t._requires_grad = out.grad_fn, out._output_nr, True
     return t
+
+
+def _save_original(node, t: Tensor) -> None:
+    """The op saved ``t`` for its backward, but ``t`` is about to be overwritten: keep a copy of
+    its current value, with its current history, in the saved slot instead (as torch does for
+    in-place ops whose derivative needs the original input)."""
+    for saved in node._saved:
+        if saved is not None and saved.tensor is t:
+            original = Tensor._make(t._data.copy())
+            original.grad_fn, original._output_nr = t.grad_fn, t._output_nr
+            original._requires_grad = t._requires_grad
+            saved.tensor = original
+            saved.version_counter, saved.version = original._version, 0
 
 
 class Fill(Function):
