@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import gpugrad
+from helpers import Lib, torch_or_skip
 
 DEVICE = str(gpugrad.get_default_device())
 
@@ -31,3 +32,21 @@ def pytest_report_header(config):
 def device() -> str:
     """The device every tensor of the test should live on."""
     return DEVICE
+
+
+@pytest.fixture(params=["gpugrad", "torch"])
+def lib(request, device):
+    """Runs a test twice: on gpugrad (on ``device``) and on PyTorch, the reference (skipped
+    when not installed). Fails a test that leaves grad mode disabled."""
+    if request.param == "torch":
+        mod = torch_or_skip()
+        lib = Lib(mod, "cpu")
+    else:
+        mod = gpugrad
+        lib = Lib(mod, device)
+    assert mod.is_grad_enabled()
+    yield lib
+    # A failing test must not leave recording off for the tests after it.
+    enabled = mod.is_grad_enabled()
+    mod.set_grad_enabled(True)
+    assert enabled, "the test left grad mode disabled"

@@ -37,3 +37,30 @@ def assert_close(actual, expected, rtol=1e-6, atol=1e-6, msg=""):
     a, e = to_numpy(actual), to_numpy(expected)
     assert a.shape == e.shape, f"{msg}: shape {a.shape} vs {e.shape}"
     np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=msg, equal_nan=True)
+
+
+class Lib:
+    """A module (gpugrad or torch) plus the device its tensors are made on, so that one test
+    body runs on both: ``lib.tensor(...)``, ``lib.ones(...)``; anything else is the module's."""
+
+    def __init__(self, mod, device) -> None:
+        self.mod, self.device, self.name = mod, device, mod.__name__
+        self.Function = mod.autograd.Function
+        self.once_differentiable = mod.autograd.function.once_differentiable
+
+    def tensor(self, data, **kw):
+        return self.mod.tensor(data, device=self.device, **kw)
+
+    def ones(self, *shape, **kw):
+        return self.mod.ones(*shape, device=self.device, **kw)
+
+    def zeros(self, *shape, **kw):
+        return self.mod.zeros(*shape, device=self.device, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.mod, name)
+
+
+def vals(t):
+    """The values of a tensor as (nested) Python lists."""
+    return to_numpy(t).tolist()

@@ -22,38 +22,10 @@ import pytest
 
 import gpugrad
 from gpugrad.autograd import Function, Variable
-from helpers import assert_close, to_numpy, to_torch, torch_or_skip
+from helpers import assert_close, to_numpy, to_torch, torch_or_skip, vals
 
 
 # ---- running one test on gpugrad and on torch --------------------------------------------------
-class Lib:
-    """A module (gpugrad or torch) plus the device its tensors are made on."""
-
-    def __init__(self, mod, device) -> None:
-        self.mod, self.device, self.name = mod, device, mod.__name__
-
-    def tensor(self, data, **kw):
-        return self.mod.tensor(data, device=self.device, **kw)
-
-    def ones(self, *shape, **kw):
-        return self.mod.ones(*shape, device=self.device, **kw)
-
-    def zeros(self, *shape, **kw):
-        return self.mod.zeros(*shape, device=self.device, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.mod, name)
-
-
-@pytest.fixture(params=["gpugrad", "torch"])
-def lib(request, device):
-    if request.param == "torch":
-        return Lib(torch_or_skip(), "cpu")
-    return Lib(gpugrad, device)
-
-
-def vals(t):
-    return to_numpy(t).tolist()
 
 
 # ---- order and dependencies ------------------------------------------------------------------

@@ -13,36 +13,7 @@ import pytest
 
 import gpugrad
 from gpugrad.autograd import Function, once_differentiable
-from helpers import assert_close, to_numpy, torch_or_skip
-
-
-class Lib:
-    """A module (gpugrad or torch) plus the device its tensors are made on."""
-
-    def __init__(self, mod, device) -> None:
-        self.mod, self.device, self.name = mod, device, mod.__name__
-        self.Function = mod.autograd.Function
-        self.once_differentiable = mod.autograd.function.once_differentiable
-
-    def tensor(self, data, **kw):
-        return self.mod.tensor(data, device=self.device, **kw)
-
-    def ones(self, *shape, **kw):
-        return self.mod.ones(*shape, device=self.device, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.mod, name)
-
-
-@pytest.fixture(params=["gpugrad", "torch"])
-def lib(request, device):
-    if request.param == "torch":
-        return Lib(torch_or_skip(), "cpu")
-    return Lib(gpugrad, device)
-
-
-def vals(t):
-    return to_numpy(t).tolist()
+from helpers import assert_close, to_numpy, torch_or_skip, vals
 
 
 def cube_function(lib):

@@ -14,35 +14,6 @@ import gpugrad
 from helpers import torch_or_skip
 
 
-class Lib:
-    """A module (gpugrad or torch) plus the device its tensors are made on."""
-
-    def __init__(self, mod, device) -> None:
-        self.mod, self.device, self.name = mod, device, mod.__name__
-
-    def tensor(self, data, **kw):
-        return self.mod.tensor(data, device=self.device, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.mod, name)
-
-
-@pytest.fixture(params=["gpugrad", "torch"])
-def lib(request, device):
-    if request.param == "torch":
-        mod = torch_or_skip()
-        lib = Lib(mod, "cpu")
-    else:
-        mod = gpugrad
-        lib = Lib(mod, device)
-    assert mod.is_grad_enabled()
-    yield lib
-    # A failing test must not leave recording off for the tests after it.
-    enabled = mod.is_grad_enabled()
-    mod.set_grad_enabled(True)
-    assert enabled, "the test left grad mode disabled"
-
-
 def records(lib) -> bool:
     """Whether an op on a tensor that requires grad is recorded right now."""
     x = lib.tensor([1.0], requires_grad=True)
