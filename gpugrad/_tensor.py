@@ -83,6 +83,11 @@ class Tensor:
     _hooks = None
     _grad_acc = None
     _retains_grad = False
+    # Views (see ops/_views.py): how this tensor is made from its _base, and the shared
+    # version at which its grad_fn was last set from the base.
+    _view_chain = ()
+    _view_stamp = 0
+    _multi_view = False
 
     # NumPy defers to Tensor's reflected operators (ndarray * tensor -> Tensor.__rmul__).
     __array_priority__ = 1000
@@ -312,6 +317,8 @@ class Tensor:
         t = Tensor._make(self._data)
         t._version = self._version
         t._base = self._base if self._base is not None else self
+        t._view_chain = self._view_chain
+        t._view_stamp = self._version.value
         return t
 
     # ---- conversions -----------------------------------------------------------------------
@@ -594,10 +601,30 @@ def _check_same_device(fn, args, positions) -> None:
                 f"them to one device first, e.g. with .to({str(devices[0])!r}).")
 
 
+def _replay(t: Tensor, chain) -> Tensor:
+    """Apply a view chain (``(fn, args)`` steps) to ``t``; recorded when grad mode is on."""
+    for fn, args in chain:
+        t = fn(t, *args)
+    return t
+
+
+def _refresh_view(t: Tensor) -> None:
+    """Regenerate a stale view's history from its base (an in-place op changed the base's
+    history since the view's was set), as torch regenerates a view's grad_fn."""
+    if t._view_stamp == t._version.value or not _state.enabled:
+        return
+    base = t._base
+    if base.grad_fn is not None or base._requires_grad:
+        v = _replay(base, t._view_chain)
+        t.grad_fn, t._output_nr, t._requires_grad = v.grad_fn, v._output_nr, v._requires_grad
+    t._view_stamp = t._version.value
+
+
 # function.py is imported before this module exists; hand it what its hot path needs.
 _function_module._Tensor = Tensor
 _function_module._check_same_device = _check_same_device
 _function_module._edge_of = _edge
+_function_module._refresh_view = _refresh_view
 
 
 def _zeros_like_meta(meta) -> Tensor:

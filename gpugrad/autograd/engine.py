@@ -141,10 +141,12 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
     ``accumulate=True`` (``backward``): add into ``.grad`` of leaves (only ``inputs`` if
     given). ``accumulate=False`` (``autograd.grad``): return the gradients of ``inputs``.
     """
-    from .._tensor import Tensor
+    from .._tensor import Tensor, _refresh_view
 
     root_edges = []
     for i, t in enumerate(roots):
+        if t._base is not None:
+            _refresh_view(t)
         if not t.requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
                                "a grad_fn")

@@ -237,9 +237,11 @@ class Function(metaclass=_FunctionMeta):
         record = False
         if _state.enabled:
             for i in positions:
-                if args[i]._requires_grad:
+                a = args[i]
+                if a._base is not None:  # a view: its history may be stale (see ops/_views)
+                    _refresh_view(a)
+                if a._requires_grad:
                     record = True
-                    break
         if record:
             ctx.needs_input_grad = tuple(i in positions and args[i]._requires_grad
                                          for i in range(len(args)))
@@ -282,6 +284,7 @@ def _bind_kwargs(cls, args, kwargs):
 _Tensor = None  # set by _tensor.py (which imports this module) to avoid a per-call import
 _check_same_device = None
 _edge_of = None
+_refresh_view = None
 
 
 def _record(ctx, args, positions, outputs):

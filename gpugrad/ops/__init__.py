@@ -7,7 +7,7 @@ stay plain functions and Functions.
 from __future__ import annotations
 
 from .._tensor import Tensor
-from . import comparison, conversion, elementwise, inplace, linalg, reduction, shape
+from . import comparison, conversion, elementwise, indexing, inplace, linalg, reduction, shape
 from ._util import is_scalar
 from .comparison import *  # noqa: F401,F403
 from .conversion import clone, contiguous, to_copy  # noqa: F401
@@ -22,7 +22,8 @@ from .linalg import bmm, dot, ger, inner, matmul, mm, mv, outer, vdot  # noqa: F
 from .reduction import (all, amax, amin, any, argmax, argmin, count_nonzero, cumsum,  # noqa
                         logsumexp, log_softmax, max, mean, min, norm, prod, softmax, std,
                         std_mean, sum, var, var_mean)
-from .shape import (broadcast_to, expand, flip, getitem, permute, reshape,  # noqa: F401
+from .indexing import getitem  # noqa: F401
+from .shape import (broadcast_to, expand, flip, permute, reshape,  # noqa: F401
                     squeeze, sum_to_size, swapaxes, swapdims, t, transpose, unsqueeze, view)
 
 
@@ -178,5 +179,5 @@ def _install() -> None:
 
 _install()
 
-del comparison, conversion, elementwise, inplace, linalg, reduction
+del comparison, conversion, elementwise, indexing, inplace, linalg, reduction
 __all__ = [n for n in dir() if not n.startswith("_") and n not in ("shape", "annotations")]

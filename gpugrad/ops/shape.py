@@ -8,6 +8,7 @@ import numpy as np
 from .._tensor import Tensor
 from ..autograd.function import Function
 from ._util import make, wrap_dim, xp_of
+from ._views import as_view
 
 
 def _size_args(size, op: str) -> tuple:
@@ -59,9 +60,9 @@ def reshape(input: Tensor, *shape) -> Tensor:
     """``input`` with a new shape of the same number of elements (one dim may be -1)."""
     shape = _infer_shape(_size_args(shape, "reshape"), input._data.size, "reshape",
                          input.shape)
-    if shape == input._data.shape:
-        return Reshape.apply(input, shape) if input.requires_grad else input
-    return Reshape.apply(input, shape)
+    if shape == input._data.shape and not input.requires_grad:
+        return input
+    return as_view(Reshape.apply(input, shape), input, Reshape.apply, shape)
 
 
 def view(input: Tensor, *shape) -> Tensor:
@@ -110,7 +111,7 @@ def expand(input: Tensor, *sizes) -> Tensor:
     shape = tuple(shape)
     if shape == input._data.shape:
         return input
-    return Expand.apply(input, shape)
+    return as_view(Expand.apply(input, shape), input, Expand.apply, shape)
 
 
 def broadcast_to(input: Tensor, size) -> Tensor:
@@ -179,7 +180,7 @@ def permute(input: Tensor, *dims) -> Tensor:
     axes = tuple(wrap_dim(d, nd, "permute") for d in dims)
     if len(set(axes)) != nd:
         raise RuntimeError(f"permute(): duplicate dims are not allowed (got {list(dims)})")
-    return Permute.apply(input, axes)
+    return as_view(Permute.apply(input, axes), input, Permute.apply, axes)
 
 
 class Transpose(Function):
@@ -201,9 +202,9 @@ def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
     """``input`` with dimensions ``dim0`` and ``dim1`` swapped."""
     nd = input._data.ndim
     d0, d1 = wrap_dim(dim0, nd, "transpose"), wrap_dim(dim1, nd, "transpose")
-    if nd < 2 and d0 == d1:
-        return Transpose.apply(input, 0, 0) if nd else input
-    return Transpose.apply(input, d0, d1)
+    if nd == 0:
+        return input
+    return as_view(Transpose.apply(input, d0, d1), input, Transpose.apply, d0, d1)
 
 
 swapaxes = swapdims = transpose
@@ -257,7 +258,7 @@ def squeeze(input: Tensor, dim=None) -> Tensor:
                              if shape and shape[wrap_dim(d, len(shape), "squeeze")] == 1}))
     if not axes:
         return input
-    return Squeeze.apply(input, axes)
+    return as_view(Squeeze.apply(input, axes), input, Squeeze.apply, axes)
 
 
 class Unsqueeze(Function):
@@ -277,7 +278,8 @@ class Unsqueeze(Function):
 
 def unsqueeze(input: Tensor, dim: int) -> Tensor:
     """``input`` with a new dimension of size 1 at ``dim``."""
-    return Unsqueeze.apply(input, wrap_dim(dim, input._data.ndim + 1, "unsqueeze"))
+    d = wrap_dim(dim, input._data.ndim + 1, "unsqueeze")
+    return as_view(Unsqueeze.apply(input, d), input, Unsqueeze.apply, d)
 
 
 class Flip(Function):
@@ -300,81 +302,3 @@ def flip(input: Tensor, dims) -> Tensor:
     ds = (dims,) if isinstance(dims, int) else tuple(dims)
     axes = tuple(wrap_dim(d, input._data.ndim, "flip") for d in ds)
     return Flip.apply(input, axes)
-
-
-# ---- basic indexing: ints, slices, None, Ellipsis (advanced indexing builds on it) ------------
-class Index(Function):
-    """``x[idx]`` for basic indices; the backward writes the gradient into zeros."""
-    _builtin = True
-    _node_name = "IndexBackward0"
-
-    @staticmethod
-    def forward(ctx, x, idx):
-        ctx.meta = (x.shape, x.dtype, idx)
-        return make(x._data[idx])
-
-    @staticmethod
-    def backward(ctx, g):
-        shape, _, idx = ctx.meta
-        return _IndexScatter.apply(g, shape, idx), None
-
-
-class _IndexScatter(Function):
-    """Zeros of ``shape`` with ``g`` written at ``idx`` (the adjoint of Index)."""
-    _builtin = True
-    _node_name = "IndexPutBackward0"
-
-    @staticmethod
-    def forward(ctx, g, shape, idx):
-        ctx.idx = idx
-        out = xp_of(g._data).zeros(shape, dtype=g._data.dtype)
-        out[idx] = g._data
-        return make(out)
-
-    @staticmethod
-    def backward(ctx, gg):
-        return gg[ctx.idx], None, None
-
-
-def _normalize_index(idx, shape):
-    """Check a basic index against ``shape`` (torch's IndexError messages); tensors of one
-    integer element become ints."""
-    if not isinstance(idx, tuple):
-        idx = (idx,)
-    out = []
-    dim = 0
-    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
-    if n_real > len(shape):
-        raise IndexError(f"too many indices for tensor of dimension {len(shape)}")
-    for i in idx:
-        if isinstance(i, Tensor):
-            if i._data.ndim == 0 and i._data.dtype.kind in "iu":
-                i = int(i.item())
-            else:
-                raise NotImplementedError(
-                    "indexing with tensors (advanced indexing) is not supported yet")
-        if isinstance(i, (bool, np.bool_)) or isinstance(i, (list, np.ndarray)):
-            raise NotImplementedError(
-                "indexing with lists, arrays or booleans (advanced indexing) is not supported yet")
-        if isinstance(i, (int, np.integer)):
-            size = shape[dim]
-            if not -size <= i < size:
-                raise IndexError(f"index {i} is out of bounds for dimension {dim} with size "
-                                 f"{size}")
-            dim += 1
-        elif isinstance(i, slice):
-            if i.step is not None and i.step <= 0:
-                raise ValueError("step must be greater than zero")
-            dim += 1
-        elif i is Ellipsis:
-            dim = len(shape) - (n_real - dim)
-        elif i is not None:
-            raise TypeError(f"invalid index of type {type(i).__name__}; use ints, slices, None "
-                            "or ...")
-        out.append(i)
-    return tuple(out)
-
-
-def getitem(input: Tensor, idx) -> Tensor:
-    """``input[idx]`` for basic indexing (ints, slices with steps, None, Ellipsis)."""
-    return Index.apply(input, _normalize_index(idx, input._data.shape))
