@@ -334,8 +334,6 @@ def test_seed001_select_grad_fn_name():
     tensor(2., grad_fn=<SelectBackward0>)
     """)
 
-
-@ISSUE3_SETITEM
 def test_seed001_setitem_backward():
     source = SEED001_SETITEM.replace("print(m[0,0])", "print(m[0,0].item())")
     # the seed prints grad_fn=<CopySlices> for n, as torch 2.x still does
@@ -401,7 +399,7 @@ print(j)
 """
 
 
-@ISSUE3_SETITEM
+
 def test_seed001_exercise_jacobian():
     ns, _ = check(SEED001_EXERCISE, "001-exercise", """
     tensor([13., 13.], grad_fn=<CopySlices>)

@@ -48,15 +48,25 @@ def _collect(roots):
 def _needed(nodes, targets):
     """The nodes from which some target node can be reached (only these must run)."""
     needed = set(targets)
-    # Edges always point to nodes created earlier, so one pass in creation order suffices.
-    for node in sorted((n for n in nodes if not isinstance(n, AccumulateGrad)),
-                       key=lambda n: n._seq):
-        if node in needed:
+    # Iterative post-order walk: a node is needed when one of its next nodes is.
+    done = set()
+    for start in nodes:
+        if start in done:
             continue
-        for nxt, _ in node.next_functions:
-            if nxt is not None and nxt in needed:
-                needed.add(node)
-                break
+        stack = [(start, iter(start.next_functions))]
+        done.add(start)
+        while stack:
+            node, it = stack[-1]
+            for nxt, _ in it:
+                if nxt is not None and nxt not in done:
+                    done.add(nxt)
+                    stack.append((nxt, iter(nxt.next_functions)))
+                    break
+            else:
+                stack.pop()
+                if node not in needed and any(n in needed for n, _ in node.next_functions
+                                              if n is not None):
+                    needed.add(node)
     return needed
 
 

@@ -230,7 +230,6 @@ class Function(metaclass=_FunctionMeta):
         """Run the function on ``args``, recording it in the graph when grad is needed."""
         if kwargs:  # as in torch: arguments given by name take their forward() position
             args, kwargs = _bind_kwargs(cls, args, kwargs)
-        ctx = cls._backward_cls()
         positions = [i for i, a in enumerate(args) if isinstance(a, _Tensor)]
         if len(positions) > 1:
             _check_same_device(cls, args, positions)
@@ -242,6 +241,8 @@ class Function(metaclass=_FunctionMeta):
                     _refresh_view(a)
                 if a._requires_grad:
                     record = True
+        # Made after refreshing views, so that edges point to earlier nodes (the engine's order).
+        ctx = cls._backward_cls()
         if record:
             ctx.needs_input_grad = tuple(i in positions and args[i]._requires_grad
                                          for i in range(len(args)))

@@ -17,7 +17,7 @@ from .elementwise import (Abs, Exp, Relu, Sigmoid, Tanh, abs, absolute, add, cla
                           log10, maximum, minimum, mul, multiply, neg, negative, pow,
                           reciprocal, relu, remainder, rsqrt, rsub, sigmoid, sign, silu, sin,
                           softplus, sqrt, square, sub, subtract, tan, tanh, true_divide, where)
-from .inplace import apply_inplace, fill_, zero_  # noqa: F401
+from .inplace import apply_inplace, copy_, fill_, setitem, zero_  # noqa: F401
 from .linalg import bmm, dot, ger, inner, matmul, mm, mv, outer, vdot  # noqa: F401
 from .reduction import (all, amax, amin, any, argmax, argmin, count_nonzero, cumsum,  # noqa
                         logsumexp, log_softmax, max, mean, min, norm, prod, softmax, std,
@@ -99,7 +99,7 @@ _METHODS = {
     # copies
     "clone": clone, "contiguous": contiguous,
     # in place
-    "fill_": fill_, "zero_": zero_,
+    "fill_": fill_, "zero_": zero_, "copy_": copy_, "__setitem__": setitem,
 }
 
 _INPLACE = {

@@ -79,6 +79,8 @@ def _normalize_index(idx, shape):
             raise TypeError(f"invalid index of type {type(i).__name__}; use ints, slices, None "
                             "or ...")
         out.append(i)
+    if Ellipsis not in out:
+        out.append(Ellipsis)  # a[0, 0] is a NumPy scalar (a copy); a[0, 0, ...] is a 0-d view
     return tuple(out)
 
 
