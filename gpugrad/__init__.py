@@ -21,6 +21,7 @@ from ._factories import *  # noqa: F401,F403
 from ._factories import __all__ as _factories_all
 from ._factories import asarray  # noqa: F401
 from ._random import initial_seed, manual_seed, seed  # noqa: F401
+from ._dlpack import from_dlpack  # noqa: F401
 from ._printing import set_printoptions  # noqa: F401
 from . import cuda, nn  # noqa: F401
 

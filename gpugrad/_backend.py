@@ -32,6 +32,9 @@ def cupy_or_none():
                 _cupy = cupy if cupy.is_available() else None
             except Exception:  # ImportError, or a broken CUDA install: either way, no CUDA
                 _cupy = None
+            if _cupy is not None:  # first use of CUDA: count the pool's peak from here on
+                from . import _cuda_memory
+                _cuda_memory.install(_cupy)
             _cupy_checked = True
     return _cupy
 

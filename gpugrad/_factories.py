@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from . import _backend, _dtypes, _random
+from . import _backend, _cuda_errors, _dtypes, _random
 from ._tensor import Size, Tensor
 
 __all__ = ["tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like",
@@ -411,3 +411,15 @@ LongTensor = _legacy("LongTensor", _dtypes.int64)
 IntTensor = _legacy("IntTensor", _dtypes.int32)
 BoolTensor = _legacy("BoolTensor", _dtypes.bool)
 ByteTensor = _legacy("ByteTensor", _dtypes.uint8)
+
+
+# CUDA failures while making arrays (out of memory, ...) become gpugrad's clear errors, naming
+# the factory. Rebinding the module's names also guards the calls between factories.
+def _guard_factories() -> None:
+    g = globals()
+    for name in [n for n in __all__ if callable(g[n]) and not isinstance(g[n], type)] + \
+            ["_legacy_array"]:
+        g[name] = _cuda_errors.guard(g[name])
+
+
+_guard_factories()

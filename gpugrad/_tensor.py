@@ -350,8 +350,52 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
         if dtype is not None and a.dtype != dtype:
+            if copy is False:
+                raise ValueError(f"Unable to avoid copy while creating an array as requested: "
+                                 f"the tensor is {self.dtype}, not {np.dtype(dtype)}")
             return a.astype(dtype)
         return a.copy() if copy else a
+
+    # ---- interop without copies: DLPack and the CUDA array interface ------------------------
+    # Import side: gpugrad.from_dlpack (_dlpack.py).
+    def __dlpack__(self, stream=None, *, max_version=None, dl_device=None, copy=None):
+        """The data as a DLPack capsule for another library (torch.from_dlpack,
+        np.from_dlpack, cupy.from_dlpack, ...), sharing memory. ``stream`` (CUDA data): the
+        consumer's stream, which the export orders after the work queued so far."""
+        if self._requires_grad:
+            raise BufferError("Can't export tensors that require gradient, use "
+                              "tensor.detach()")
+        # Pass on only what the consumer gave, so that an older NumPy/CuPy without the newer
+        # keywords still answers (consumers retry without max_version on a TypeError).
+        kwargs = {}
+        if stream is not None:
+            kwargs["stream"] = stream
+        if max_version is not None:
+            kwargs["max_version"] = max_version
+        if dl_device is not None:
+            kwargs["dl_device"] = dl_device
+        if copy is not None:
+            kwargs["copy"] = copy
+        return self._data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple:
+        """(DLPack device type, index): ``(1, 0)`` on the CPU, ``(2, N)`` on ``cuda:N``."""
+        return self._data.__dlpack_device__()
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The CUDA array interface of a CUDA tensor (for CuPy, Numba, ...), sharing memory.
+        CPU tensors have none: AttributeError, so ``hasattr`` is False, as in torch."""
+        if isinstance(self._data, _ndarray):
+            raise AttributeError(
+                f"Can't get __cuda_array_interface__ on non-CUDA tensor type: {self.type()} "
+                "If CUDA data is required use tensor.cuda() to copy tensor to device memory.")
+        if self._requires_grad:
+            raise RuntimeError(
+                "Can't get __cuda_array_interface__ on Variable that requires grad. If "
+                "gradients aren't required, use var.detach() to get Variable that doesn't "
+                "require grad.")
+        return self._data.__cuda_array_interface__
 
     def cpu(self) -> "Tensor":
         """This tensor on the CPU (self if already there)."""

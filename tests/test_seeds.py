@@ -46,8 +46,6 @@ except ImportError:  # the gpugrad half of every test still runs
 NOT_YET = (AttributeError, TypeError, ImportError, NotImplementedError)
 ISSUE3_SETITEM = pytest.mark.xfail(strict=True, raises=NOT_YET,
                                    reason="needs indexing with setitem (n[0, 0] = ...): issue 3")
-ISSUE3_STACK = pytest.mark.xfail(strict=True, raises=NOT_YET,
-                                 reason="needs torch.stack and setitem: issue 3")
 ISSUE5_JACOBIAN = pytest.mark.xfail(
     strict=True, raises=NOT_YET,
     reason="needs torch.autograd.functional.jacobian (issue 5) and torch.stack (issue 3)")
@@ -236,7 +234,6 @@ tensor([[ 2.,  2.],
 """
 
 
-@ISSUE3_STACK
 def test_seed000_manual_jacobian():
     # the program without its jacobian() half: needs only stack and setitem
     source = SEED000_JACOBIAN.replace("from torch.autograd.functional import jacobian\n", "")

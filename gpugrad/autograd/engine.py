@@ -18,6 +18,8 @@ import heapq
 
 import numpy as np
 
+from .._cuda_errors import error_types as _cuda_error_types
+from .._cuda_errors import translate as _cuda_error
 from . import grad_mode
 from .graph import AccumulateGrad
 
@@ -269,6 +271,8 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                 if d == 0:
                     heapq.heappush(heap, (-nxt._seq, tick, nxt))
                     tick += 1
+    except _cuda_error_types() as e:  # CUDA failures outside an op (summing gradients, ...)
+        raise _cuda_error(e, f"backward (at {node.name()})") from e
     finally:
         _state.enabled = prev
 

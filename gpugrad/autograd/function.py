@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import inspect
 
+from .._cuda_errors import error_types as _cuda_error_types
+from .._cuda_errors import translate as _cuda_error
 from . import grad_mode
 from .graph import Node, _sequence
 
@@ -254,6 +256,8 @@ class Function(metaclass=_FunctionMeta):
         _state.enabled = False
         try:
             outputs = cls.forward(ctx, *args, **kwargs)
+        except _cuda_error_types() as e:  # evaluated only when forward raised: free otherwise
+            raise _cuda_error(e, cls) from e
         finally:
             _state.enabled = prev
 

@@ -22,9 +22,15 @@ from .linalg import bmm, dot, ger, inner, matmul, mm, mv, outer, vdot  # noqa: F
 from .reduction import (all, amax, amin, any, argmax, argmin, count_nonzero, cumsum,  # noqa
                         logsumexp, log_softmax, max, mean, min, norm, prod, softmax, std,
                         std_mean, sum, var, var_mean)
-from .indexing import getitem  # noqa: F401
+from .indexing import (argwhere, gather, getitem, index_add, index_fill,  # noqa: F401
+                       index_put, index_put_, index_select, masked_fill, masked_select,
+                       nonzero, scatter, scatter_add, take)
 from .shape import (broadcast_to, expand, flip, permute, reshape,  # noqa: F401
                     squeeze, sum_to_size, swapaxes, swapdims, t, transpose, unsqueeze, view)
+from .shape import (expand_as, flatten, movedim, moveaxis, narrow, repeat,  # noqa: F401
+                    reshape_as, roll, select, tile, unflatten, view_as)
+from .join import cat, chunk, concat, concatenate, split, stack, unbind  # noqa: F401
+from .triangular import diagonal, trace, tril, triu  # noqa: F401
 
 
 def _operand_ok(x) -> bool:
@@ -92,14 +98,20 @@ _METHODS = {
     "sum_to_size": sum_to_size, "permute": permute, "transpose": transpose,
     "swapaxes": transpose, "swapdims": transpose, "t": t, "squeeze": squeeze,
     "unsqueeze": unsqueeze, "flip": flip,
-    "expand_as": lambda self, other: expand(self, other.shape),
-    "view_as": lambda self, other: reshape(self, other.shape),
-    "reshape_as": lambda self, other: reshape(self, other.shape),
-    "flatten": lambda self, start_dim=0, end_dim=-1: _flatten(self, start_dim, end_dim),
+    "expand_as": expand_as, "view_as": view_as, "reshape_as": reshape_as, "flatten": flatten,
+    "unflatten": unflatten, "movedim": movedim, "moveaxis": movedim, "narrow": narrow,
+    "select": select, "repeat": repeat, "tile": tile, "roll": roll, "split": split,
+    "chunk": chunk, "unbind": unbind, "diagonal": diagonal, "trace": trace, "tril": tril,
+    "triu": triu,
     # copies
     "clone": clone, "contiguous": contiguous,
     # in place
     "fill_": fill_, "zero_": zero_, "copy_": copy_, "__setitem__": setitem,
+    # indexing
+    "gather": gather, "scatter": scatter, "scatter_add": scatter_add,
+    "index_select": index_select, "index_add": index_add, "index_fill": index_fill,
+    "masked_fill": masked_fill, "masked_select": masked_select, "take": take,
+    "nonzero": nonzero, "argwhere": argwhere, "index_put": index_put,
 }
 
 _INPLACE = {
@@ -111,6 +123,9 @@ _INPLACE = {
     "sigmoid_": sigmoid, "relu_": relu, "reciprocal_": reciprocal, "square_": square,
     "clamp_": clamp, "clip_": clamp, "clamp_min_": clamp_min, "clamp_max_": clamp_max,
     "lerp_": lerp, "log2_": log2, "log10_": log10, "erf_": erf,
+    # indexing
+    "scatter_": scatter, "scatter_add_": scatter_add, "index_add_": index_add,
+    "index_fill_": index_fill, "masked_fill_": masked_fill, "index_put_": index_put,
 }
 
 _OPERATORS = {
@@ -142,21 +157,6 @@ def _rmatmul_op(self, other):
     return matmul(other, self) if isinstance(other, Tensor) else NotImplemented
 
 
-def _flatten(x, start_dim=0, end_dim=-1):
-    nd = x._data.ndim
-    if nd == 0:
-        return x.reshape(1)
-    s = start_dim % nd
-    e = end_dim % nd
-    if s > e:
-        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
-    shp = x.shape
-    n = 1
-    for d in shp[s:e + 1]:
-        n *= d
-    return x.reshape(tuple(shp[:s]) + (n,) + tuple(shp[e + 1:]))
-
-
 def _install() -> None:
     for name, fn in _METHODS.items():
         setattr(Tensor, name, fn)
@@ -180,4 +180,5 @@ def _install() -> None:
 _install()
 
 del comparison, conversion, elementwise, indexing, inplace, linalg, reduction
+del join, triangular  # modules (from the imports above), not ops
 __all__ = [n for n in dir() if not n.startswith("_") and n not in ("shape", "annotations")]

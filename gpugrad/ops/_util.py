@@ -105,11 +105,13 @@ def dims(dim, ndim: int, op: str) -> tuple:
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, (int, np.integer)):
-        return (_wrap_dim(int(dim), ndim, op),)
+        dim = (dim,)
     out = tuple(sorted(_wrap_dim(int(d), ndim, op) for d in dim))
     if len(set(out)) != len(out):
         raise RuntimeError(f"{op}: dim {tuple(dim)} appears multiple times in the list of dims")
-    if not out:  # torch: an empty dim list reduces over everything
+    # torch: an empty dim list reduces over everything; a 0-d tensor accepts dim 0 (or -1),
+    # which is the whole tensor (the arrays have no axis for it)
+    if not out or ndim == 0:
         return tuple(range(ndim))
     return out
 

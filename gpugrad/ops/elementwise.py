@@ -12,7 +12,10 @@ import numpy as np
 
 from .. import _dtypes
 from .._tensor import Tensor
+from .._kernels import erf as _erf_numpy
+from .._kernels import kernels as _K
 from ..autograd.function import Function
+from . import fused
 from ._util import binary_arrays, check_operand, float_array, is_scalar, make, xp_of
 
 
@@ -117,8 +120,10 @@ class Div(Function):
         b, out = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         if b is None:
-            b = ctx.scalar_b
-        return (g / b if na else None, -g * out / b if nb else None)
+            return g / ctx.scalar_b, None
+        if na and nb:  # both in one kernel
+            return fused.DivBackward.call(g, b, out)
+        return (g / b if na else None, fused.DivBackwardDivisor.call(g, b, out) if nb else None)
 
 
 class FloorDivide(Function):
@@ -215,42 +220,34 @@ class Pow(Function):
         sa, sb = ctx.scalars
         na, nb = ctx.needs_input_grad
         ga = gb = None
-        if na:
-            if b is None:  # tensor ** scalar
-                ga = g * 0 if sb == 0 else g * sb * a ** (sb - 1)
-            else:
-                # d/da a**b = b * a**(b-1), taken as 0 where b == 0 (also at a == 0), like torch
-                ga = where(b == 0, 0.0, g * b * a ** (b - 1))
-        if nb:
-            if a is None:  # scalar ** tensor
-                # log(0) is -inf; torch takes the gradient as 0 where the exponent is >= 0
-                gb = (g * out * (math.log(sa) if sa > 0 else math.nan) if sa != 0
-                      else where(b >= 0, 0.0, g * -math.inf))
-            else:
-                # d/db a**b = a**b * log(a), taken as 0 where a == 0 and b >= 0, like torch
-                gb = where((a == 0) & (b >= 0), 0.0, g * out * log(a))
+        if a is not None and b is not None:  # tensor ** tensor: kernels/math_backward.cu
+            # d/da a**b = b * a**(b-1), taken as 0 where b == 0 (also at a == 0), like torch;
+            # d/db a**b = a**b * log(a), taken as 0 where a == 0 and b >= 0, like torch
+            if na and nb:
+                return fused.PowBackward.call(g, a, b, out)
+            if na:
+                return fused.PowBackwardBase.call(g, a, b), None
+            return None, fused.PowBackwardExponent.call(g, a, b, out)
+        if na:  # tensor ** scalar
+            ga = g * 0 if sb == 0 else fused.PowScalarBackward.call(g, a, sb)
+        if nb:  # scalar ** tensor
+            # log(0) is -inf; torch takes the gradient as 0 where the exponent is >= 0
+            gb = (fused.RpowBackward.call(g, out, math.log(sa) if sa > 0 else math.nan)
+                  if sa != 0 else where(b >= 0, 0.0, g * -math.inf))
         return ga, gb
 
 
 # ---- unary math, declared as a table ----------------------------------------------------------
 def _erf_array(a):
     xp = xp_of(a)
-    if xp is np:
-        # NumPy has no erf; math.erf is exact to the last bit (vectorized via frompyfunc).
-        return np.frompyfunc(math.erf, 1, 1)(a).astype(a.dtype)
+    if xp is np:  # NumPy has no erf: the vectorized one of the kernels' NumPy twins
+        return _erf_numpy(a)
     from cupyx.scipy.special import erf
     return erf(a)
 
 
 def _sigmoid_array(a):
-    xp = xp_of(a)
-    # Stable on both tails: exp of a non-positive number only.
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
-
-
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+    return _K.sigmoid(a)  # one kernel: kernels/activations.cu
 
 
 def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
@@ -276,36 +273,40 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
     return cls
 
 
-Exp = _unary("Exp", lambda xp, a: xp.exp(a), lambda g, x, y: g * y, ("y",), doc="e**x")
-Log = _unary("Log", lambda xp, a: xp.log(a), lambda g, x, y: g / x, doc="natural log")
-Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda g, x, y: g / (x * math.log(2.0)))
-Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda g, x, y: g / (x * math.log(10.0)))
-Log1p = _unary("Log1P", lambda xp, a: xp.log1p(a), lambda g, x, y: g / (x + 1), doc="log(1+x)")
-Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a), lambda g, x, y: g * (y + 1), ("y",),
-               doc="e**x - 1")
-Sqrt = _unary("Sqrt", lambda xp, a: xp.sqrt(a), lambda g, x, y: g / (2 * y), ("y",))
-Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a), lambda g, x, y: g * -0.5 * y * y * y,
-               ("y",), doc="1/sqrt(x)")
-Abs = _unary("Abs", lambda xp, a: xp.abs(a), lambda g, x, y: g * sign(x), keep_int=True)
+# Each backward is one fused kernel of kernels/ (a differentiable Function: see ops/fused.py).
+Exp = _unary("Exp", lambda xp, a: xp.exp(a), lambda g, x, y: fused.ExpBackward.call(g, y),
+             ("y",), doc="e**x")
+Log = _unary("Log", lambda xp, a: xp.log(a), lambda g, x, y: fused.LogBackward.call(g, x),
+             doc="natural log")
+Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda g, x, y: fused.Log2Backward.call(g, x))
+Log10 = _unary("Log10", lambda xp, a: xp.log10(a),
+               lambda g, x, y: fused.Log10Backward.call(g, x))
+Log1p = _unary("Log1P", lambda xp, a: xp.log1p(a),
+               lambda g, x, y: fused.Log1pBackward.call(g, x), doc="log(1+x)")
+Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a),
+               lambda g, x, y: fused.Expm1Backward.call(g, y), ("y",), doc="e**x - 1")
+Sqrt = _unary("Sqrt", lambda xp, a: xp.sqrt(a), lambda g, x, y: fused.SqrtBackward.call(g, y),
+              ("y",))
+Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a),
+               lambda g, x, y: fused.RsqrtBackward.call(g, y), ("y",), doc="1/sqrt(x)")
+Abs = _unary("Abs", lambda xp, a: xp.abs(a), lambda g, x, y: fused.AbsBackward.call(g, x),
+             keep_int=True)
 Sign = _unary("Sign", lambda xp, a: xp.sign(a), lambda g, x, y: g * 0, (), keep_int=True)
-Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda g, x, y: g * cos(x))
-Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda g, x, y: -g * sin(x))
-Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda g, x, y: g * (1 + y * y), ("y",))
-Tanh = _unary("Tanh", lambda xp, a: xp.tanh(a), lambda g, x, y: g * (1 - y * y), ("y",))
-Sigmoid = _unary("Sigmoid", lambda xp, a: _sigmoid_array(a), lambda g, x, y: g * y * (1 - y),
-                 ("y",))
-Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a, lambda g, x, y: -g * y * y, ("y",))
+Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda g, x, y: fused.SinBackward.call(g, x))
+Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda g, x, y: fused.CosBackward.call(g, x))
+Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda g, x, y: fused.TanBackward.call(g, y),
+             ("y",))
+Tanh = _unary("Tanh", lambda xp, a: xp.tanh(a), lambda g, x, y: fused.TanhBackward.call(g, y),
+              ("y",))
+Sigmoid = _unary("Sigmoid", lambda xp, a: _sigmoid_array(a),
+                 lambda g, x, y: fused.SigmoidBackward.call(g, y), ("y",))
+Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a,
+                    lambda g, x, y: fused.ReciprocalBackward.call(g, y), ("y",))
 Erf = _unary("Erf", lambda xp, a: _erf_array(a),
-             lambda g, x, y: g * (2 / math.sqrt(math.pi)) * exp(-x * x))
-Relu = _unary("Relu", lambda xp, a: xp.maximum(a, 0), lambda g, x, y: g * (y > 0), ("y",),
-              keep_int=True)
-Silu = _unary("Silu", lambda xp, a: a * _sigmoid_array(a),
-              lambda g, x, y: g * _silu_grad(x))
-
-
-def _silu_grad(x):
-    s = sigmoid(x)
-    return s * (1 + x * (1 - s))
+             lambda g, x, y: fused.ErfBackward.call(g, x))
+Relu = _unary("Relu", lambda xp, a: xp.maximum(a, 0),
+              lambda g, x, y: fused.ReluBackward.call(g, y), ("y",), keep_int=True)
+Silu = _unary("Silu", lambda xp, a: _K.silu(a), lambda g, x, y: fused.SiluBackward.call(g, x))
 
 
 def _float_op(cls, x):
@@ -350,16 +351,12 @@ class LeakyRelu(Function):
         a = float_array(x)
         ctx.save_for_backward(x)
         ctx.slope = slope
-        return make(_xp_where(a > 0, a, a * slope))
+        return make(_K.leaky_relu(a, slope))
 
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
-        return where(x > 0, g, g * ctx.slope), None
-
-
-def _xp_where(cond, a, b):
-    return xp_of(cond).where(cond, a, b).astype(a.dtype, copy=False)
+        return fused.LeakyReluBackward.call(g, x, ctx.slope), None
 
 
 def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False):
@@ -373,17 +370,14 @@ class Elu(Function):
 
     @staticmethod
     def forward(ctx, x, alpha):
-        a = float_array(x)
-        xp = xp_of(a)
-        y = make(_xp_where(a > 0, a, alpha * xp.expm1(xp.minimum(a, 0))))
-        ctx.save_for_backward(x, y)
+        ctx.save_for_backward(x)  # the backward kernel needs x only
         ctx.alpha = alpha
-        return y
+        return make(_K.elu(float_array(x), alpha))
 
     @staticmethod
     def backward(ctx, g):
-        x, y = ctx.saved_tensors
-        return where(x > 0, g, g * (y + ctx.alpha)), None
+        x, = ctx.saved_tensors
+        return fused.EluBackward.call(g, x, ctx.alpha), None
 
 
 def elu(input, alpha: float = 1.0, inplace: bool = False):
@@ -397,25 +391,17 @@ class Gelu(Function):
 
     @staticmethod
     def forward(ctx, x, approximate):
-        a = float_array(x)
-        xp = xp_of(a)
         ctx.save_for_backward(x)
         ctx.approximate = approximate
-        if approximate == "tanh":
-            return make(0.5 * a * (1 + xp.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))))
-        return make(0.5 * a * (1 + _erf_array(a * (1 / math.sqrt(2.0)))))
+        a = float_array(x)
+        return make(_K.gelu_tanh(a) if approximate == "tanh" else _K.gelu(a))
 
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
         if ctx.approximate == "tanh":
-            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
-            t = tanh(inner)
-            d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner), None
-        cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2.0))))
-        pdf = exp(x * x * -0.5) * _INV_SQRT_2PI
-        return g * (cdf + x * pdf), None
+            return fused.GeluTanhBackward.call(g, x), None
+        return fused.GeluBackward.call(g, x), None
 
 
 def gelu(input, approximate: str = "none"):
@@ -431,20 +417,15 @@ class Softplus(Function):
 
     @staticmethod
     def forward(ctx, x, beta, threshold):
-        a = float_array(x)
-        xp = xp_of(a)
-        z = a * beta
-        soft = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / beta
         ctx.save_for_backward(x)
         ctx.params = (beta, threshold)
-        return make(_xp_where(z > threshold, a, soft))
+        return make(_K.softplus(float_array(x), beta, threshold))
 
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
         beta, threshold = ctx.params
-        z = x * beta
-        return where(z > threshold, g, g * sigmoid(z)), None, None
+        return fused.SoftplusBackward.call(g, x, beta, threshold), None, None
 
 
 def softplus(input, beta: float = 1.0, threshold: float = 20.0):
@@ -473,12 +454,8 @@ class Clamp(Function):
     def backward(ctx, g):
         x, = ctx.saved_tensors
         lo, hi = ctx.bounds
-        mask = None
-        if lo is not None:
-            mask = x >= lo
-        if hi is not None:
-            mask = (x <= hi) if mask is None else mask & (x <= hi)
-        return g * mask, None, None
+        return fused.ClampBackward.call(g, x, -math.inf if lo is None else lo,
+                                        math.inf if hi is None else hi), None, None
 
 
 def clamp(input, min=None, max=None):  # noqa: A002 - torch's names
@@ -517,10 +494,6 @@ class _MaxMin(Function):
     _take_max = True
 
     @classmethod
-    def _pick(cls, x, y):
-        return x > y if cls._take_max else x < y
-
-    @classmethod
     def forward(cls, ctx, a, b):
         x, y, _ = binary_arrays(cls.__name__.lower(), a, b)
         xp = xp_of(x)
@@ -531,10 +504,9 @@ class _MaxMin(Function):
     def backward(cls, ctx, g):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
-        tie = a == b
-        half = g * 0.5
-        return (where(tie, half, where(cls._pick(a, b), g, 0.0)) if na else None,
-                where(tie, half, where(cls._pick(b, a), g, 0.0)) if nb else None)
+        fn = fused.MaximumBackward if cls._take_max else fused.MinimumBackward
+        ga, gb = fn.call(g, a, b)  # both in one kernel
+        return ga if na else None, gb if nb else None
 
 
 class Maximum(_MaxMin):
@@ -584,9 +556,13 @@ class Where(Function):
 
 def where(condition, input=None, other=None):
     """Choose elementwise between ``input`` and ``other`` (tensors or numbers) by
-    ``condition``."""
+    ``condition``; ``where(condition)`` alone is ``nonzero(condition, as_tuple=True)``."""
     if input is None and other is None:
-        raise NotImplementedError("where(condition) (nonzero indices) is not supported yet")
+        from .indexing import nonzero  # late: indexing builds on this module's ops
+        if not isinstance(condition, Tensor):
+            raise TypeError(f"where(): argument 'condition' must be a Tensor, not "
+                            f"{type(condition).__name__}")
+        return nonzero(condition, as_tuple=True)
     if not isinstance(condition, Tensor):
         raise TypeError(f"where(): argument 'condition' must be a Tensor, not "
                         f"{type(condition).__name__}")

@@ -1,0 +1,813 @@
+"""The elementwise kernels of ``kernels/*.cu``: one definition, two executables.
+
+Each kernel is written once, as a tiny elementwise body in CUDA C::
+
+    // kernel: tanh_backward
+    // in: gy, y
+    // out: gx
+    gx = gy * (1 - y * y);
+
+From that one definition gpugrad derives
+
+- the CUDA kernel: ``cupy.ElementwiseKernel("T gy, T y", "T gx", body, "tanh_backward")``,
+  built on first use (CuPy is imported only then) and compiled by CuPy once per dtype;
+- its NumPy twin: the body parsed (a tokenizer and a precedence-climbing parser) and
+  translated into a Python function over NumPy arrays (``?:`` becomes ``xp.where``, ``exp``
+  ``xp.exp``, ``T(...)`` a cast to the kernel's dtype), compiled once with ``compile()``.
+
+``kernels.tanh_backward(gy, y)`` runs whichever fits its arrays and returns the output array
+(a tuple for several outputs), in the dtype of the inputs (float16 is computed in float32 on
+both devices, as torch does, and rounded once at the end).
+
+The language of a body: statements ``T name = expr;`` (a local) and ``name = expr;`` (an
+output or a local); expressions of + - * /, unary - + !, comparisons, && ||, ``c ? a : b``,
+integer literals, ``T(...)`` casts, and the functions of ``_FUNCTIONS``. A float literal must
+be written ``T(0.5)`` (a bare ``0.5`` is double in CUDA C, which would make a float32 kernel
+compute in float64 and differ from its twin). NumPy evaluates both branches of a ternary:
+keep the branch that is not taken finite (``exp(x > 0 ? T(0) : x)``), as the shipped kernels
+do. ``in:`` lists arrays and, marked ``scalar``, numbers passed as T (``in: gy, x, scalar
+slope``). Anything else is a ``KernelSourceError`` naming the kernel, the file and the line.
+"""
+from __future__ import annotations
+
+import keyword
+import math
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ._kernels_dir import KERNELS_DIR
+
+__all__ = ["KernelSourceError", "Kernel", "KernelSet", "KernelDef", "load", "parse_file",
+           "parse_source", "kernels", "erf"]
+
+
+class KernelSourceError(RuntimeError):
+    """A kernel of ``kernels/`` does not parse, or does not compile (CuPy's compiler log is in
+    the message); names the kernel, the file and the line."""
+
+    def __init__(self, message: str, kernel: str | None = None, file=None,
+                 line: int | None = None) -> None:
+        self.kernel, self.file, self.line, self.reason = kernel, file, line, message
+        where = f"{file}:{line}: " if file is not None and line is not None else \
+            (f"{file}: " if file is not None else "")
+        what = f"kernel {kernel!r}: " if kernel else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+# ---- the language -----------------------------------------------------------------------------
+# name -> (Python callable in the twin's namespace, arity, result kind). The CUDA side needs no
+# table: the body is compiled as written.
+_FUNCTIONS = {
+    "exp": ("xp.exp", 1, "T"), "exp2": ("xp.exp2", 1, "T"), "expm1": ("xp.expm1", 1, "T"),
+    "log": ("xp.log", 1, "T"), "log2": ("xp.log2", 1, "T"), "log10": ("xp.log10", 1, "T"),
+    "log1p": ("xp.log1p", 1, "T"), "sqrt": ("xp.sqrt", 1, "T"), "rsqrt": ("_rsqrt", 1, "T"),
+    "cbrt": ("xp.cbrt", 1, "T"), "sin": ("xp.sin", 1, "T"), "cos": ("xp.cos", 1, "T"),
+    "tan": ("xp.tan", 1, "T"), "asin": ("xp.arcsin", 1, "T"), "acos": ("xp.arccos", 1, "T"),
+    "atan": ("xp.arctan", 1, "T"), "sinh": ("xp.sinh", 1, "T"), "cosh": ("xp.cosh", 1, "T"),
+    "tanh": ("xp.tanh", 1, "T"), "asinh": ("xp.arcsinh", 1, "T"),
+    "acosh": ("xp.arccosh", 1, "T"), "atanh": ("xp.arctanh", 1, "T"),
+    "fabs": ("xp.abs", 1, "T"), "abs": ("xp.abs", 1, "T"), "floor": ("xp.floor", 1, "T"),
+    "ceil": ("xp.ceil", 1, "T"), "trunc": ("xp.trunc", 1, "T"), "rint": ("xp.rint", 1, "T"),
+    "erf": ("_erf", 1, "T"),
+    "pow": ("xp.power", 2, "T"), "atan2": ("xp.arctan2", 2, "T"),
+    "hypot": ("xp.hypot", 2, "T"), "copysign": ("xp.copysign", 2, "T"),
+    # CUDA's max/min on floating point are fmax/fmin: a NaN operand yields the other one.
+    "fmax": ("xp.fmax", 2, "T"), "max": ("xp.fmax", 2, "T"),
+    "fmin": ("xp.fmin", 2, "T"), "min": ("xp.fmin", 2, "T"),
+    "signbit": ("xp.signbit", 1, "bool"), "isnan": ("xp.isnan", 1, "bool"),
+    "isinf": ("xp.isinf", 1, "bool"), "isfinite": ("xp.isfinite", 1, "bool"),
+}
+
+_BINARY = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, ">": 4, ">=": 4,
+           "+": 5, "-": 5, "*": 6, "/": 6}
+_ARITH = {"+", "-", "*", "/"}
+
+_C_KEYWORDS = {
+    "auto", "bool", "break", "case", "char", "const", "continue", "default", "do", "double",
+    "else", "enum", "extern", "float", "for", "goto", "if", "int", "long", "register",
+    "return", "short", "signed", "sizeof", "static", "struct", "switch", "typedef", "union",
+    "unsigned", "void", "volatile", "while", "true", "false", "half", "float16", "class",
+    "template", "typename", "namespace", "new", "delete", "this", "operator", "private",
+    "public", "protected", "virtual", "inline", "T",
+}
+# `i` is CuPy's loop index; `xp` is NumPy in the twin; `_...` names are gpugrad's.
+_RESERVED = {"i", "xp"} | _C_KEYWORDS | set(keyword.kwlist) | set(_FUNCTIONS)
+
+_TOKEN = re.compile(r"""
+    (?P<ws>[ \t\r\n]+)
+  | (?P<comment>//[^\n]*|/\*.*?\*/)
+  | (?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?[fF]?)
+  | (?P<name>[A-Za-z_]\w*)
+  | (?P<op>&&|\|\||==|!=|<=|>=|[-+*/<>!?:=;(),])
+""", re.VERBOSE | re.DOTALL)
+
+
+class _Tok:
+    __slots__ = ("kind", "text", "line")
+
+    def __init__(self, kind, text, line):
+        self.kind, self.text, self.line = kind, text, line
+
+    def __repr__(self):
+        return f"{self.text!r}@{self.line}"
+
+
+def _tokenize(text: str, first_line: int, err):
+    toks = []
+    pos, line = 0, first_line
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            err(f"unexpected character {text[pos]!r}", line)
+        kind = m.lastgroup
+        if kind not in ("ws", "comment"):
+            toks.append(_Tok(kind, m.group(), line))
+        line += m.group().count("\n")
+        pos = m.end()
+    toks.append(_Tok("end", "end of kernel", line))
+    return toks
+
+
+# AST nodes are tuples: ("num", text, is_int), ("name", id), ("unary", op, e),
+# ("bin", op, l, r), ("cond", c, a, b), ("call", fn, [args]), ("cast", e).
+class _Parser:
+    """Precedence climbing over the tokens of one kernel body."""
+
+    def __init__(self, toks, err):
+        self.toks, self.pos, self.err = toks, 0, err
+
+    def peek(self, k=0):
+        return self.toks[min(self.pos + k, len(self.toks) - 1)]
+
+    def next(self):
+        t = self.toks[self.pos]
+        self.pos += 1
+        return t
+
+    def expect(self, text):
+        t = self.next()
+        if t.text != text:
+            self.err(f"expected {text!r}, found {t.text!r}", t.line)
+        return t
+
+    def statements(self):
+        out = []
+        while self.peek().kind != "end":
+            out.append(self.statement())
+        return out
+
+    def statement(self):
+        t = self.peek()
+        decl = False
+        if t.text == "const":
+            self.next()
+            t = self.peek()
+            if t.text != "T":
+                self.err(f"only locals of type T can be declared, found {t.text!r}", t.line)
+        if t.text == "T" and self.peek(1).kind == "name":
+            self.next()
+            decl = True
+        name = self.next()
+        if name.kind != "name":
+            self.err(f"expected a statement `name = expression;`, found {name.text!r}",
+                     name.line)
+        eq = self.next()
+        if eq.text != "=":
+            self.err(f"expected '=' after {name.text!r}, found {eq.text!r} (a statement is "
+                     f"`name = expression;` or `T name = expression;`)", eq.line)
+        e = self.expr()
+        semi = self.next()
+        if semi.text != ";":
+            self.err(f"expected ';' after the expression, found {semi.text!r}", semi.line)
+        return ("decl" if decl else "assign", name.text, e, name.line)
+
+    def expr(self):
+        cond = self.binary(1)
+        if self.peek().text == "?":
+            self.next()
+            a = self.expr()
+            self.expect(":")
+            b = self.expr()
+            return ("cond", cond, a, b)
+        return cond
+
+    def binary(self, min_prec):
+        left = self.unary()
+        while True:
+            t = self.peek()
+            prec = _BINARY.get(t.text) if t.kind == "op" else None
+            if prec is None or prec < min_prec:
+                return left
+            self.next()
+            right = self.binary(prec + 1)  # left-associative
+            left = ("bin", t.text, left, right)
+
+    def unary(self):
+        t = self.peek()
+        if t.kind == "op" and t.text in ("-", "+", "!"):
+            self.next()
+            return ("unary", t.text, self.unary())
+        return self.primary()
+
+    def primary(self):
+        t = self.next()
+        if t.kind == "num":
+            text = t.text.rstrip("fF")
+            is_int = not any(c in text for c in ".eE")
+            if t.text[-1] in "fF" and is_int:
+                self.err(f"invalid literal {t.text!r}", t.line)
+            return ("num", text, is_int, t.line)
+        if t.kind == "name":
+            if self.peek().text == "(":
+                self.next()
+                args = []
+                if self.peek().text != ")":
+                    args.append(self.expr())
+                    while self.peek().text == ",":
+                        self.next()
+                        args.append(self.expr())
+                self.expect(")")
+                if t.text == "T":
+                    if len(args) != 1:
+                        self.err(f"T(...) takes one argument, got {len(args)}", t.line)
+                    return ("cast", args[0], t.line)
+                if t.text not in _FUNCTIONS:
+                    self.err(f"unknown function {t.text!r} (known: "
+                             f"{', '.join(sorted(_FUNCTIONS))})", t.line)
+                arity = _FUNCTIONS[t.text][1]
+                if len(args) != arity:
+                    self.err(f"{t.text}() takes {arity} argument(s), got {len(args)}", t.line)
+                return ("call", t.text, args, t.line)
+            return ("name", t.text, t.line)
+        if t.text == "(":
+            e = self.expr()
+            self.expect(")")
+            return e
+        self.err(f"expected an expression, found {t.text!r}", t.line)
+
+
+# ---- the twin: Python source from the AST --------------------------------------------------------
+class _Translator:
+    """Python source for the NumPy twin, with a kind for each expression (``int``: integer
+    literals and their arithmetic, ``bool``: comparisons, ``T``: the kernel's float type),
+    whether it is uniform (made of scalars and literals only: a Python value, so that ``?:``
+    on it is a Python conditional), and the array inputs it depends on."""
+
+    def __init__(self, kdef, err):
+        self.k, self.err = kdef, err
+        self.env = {}  # name -> (kind, uniform, deps) of what it holds now
+        for name, scalar in kdef.inputs:
+            self.env[name] = ("T", scalar, frozenset() if scalar else frozenset([name]))
+
+    def lit(self, node):
+        """The float text of a literal, or of a negated literal, else None."""
+        if node[0] == "num":
+            return node[1] if not node[2] else node[1] + ".0"
+        if node[0] == "unary" and node[1] in "-+":
+            inner = self.lit(node[2])
+            return None if inner is None else (node[1] + inner).lstrip("+")
+        return None
+
+    def emit(self, node):
+        """-> (python source, kind, uniform, deps); deps: the arrays a value depends on
+        (None: unknown shape, when a uniform ``?:`` picks between different arrays)."""
+        tag = node[0]
+        if tag == "num":
+            if not node[2]:
+                self.err(f"float literal {node[1]} must be written T({node[1]}): a bare float "
+                         f"literal is a double in CUDA C, so the kernel would compute in "
+                         f"float64 for float32 inputs", node[3])
+            return node[1], "int", True, frozenset()
+        if tag == "name":
+            name = node[1]
+            if name not in self.env:
+                if name in self.k.outputs:
+                    self.err(f"output {name!r} is read before it is assigned", node[2])
+                self.err(f"unknown name {name!r}", node[2])
+            kind, uniform, deps = self.env[name]
+            return name, kind, uniform, deps
+        if tag == "cast":
+            lit = self.lit(node[1])
+            if lit is not None:
+                return lit, "T", True, frozenset()
+            src, _, uniform, deps = self.emit(node[1])
+            return f"_T({src})", "T", uniform, deps
+        if tag == "unary":
+            src, kind, uniform, deps = self.emit(node[2])
+            if node[1] == "!":
+                return f"xp.logical_not({src})", "bool", uniform, deps
+            if kind == "bool":  # C negates the int 0/1; NumPy refuses -bool
+                src, kind = f"_T({src})", "T"
+            return (f"(-{src})" if node[1] == "-" else src), kind, uniform, deps
+        if tag == "bin":
+            op = node[1]
+            ls, lk, lu, ld = self.emit(node[2])
+            rs, rk, ru, rd = self.emit(node[3])
+            deps = None if ld is None or rd is None else ld | rd
+            uniform = lu and ru
+            if op in _ARITH:
+                if op == "/" and lk != "T" and rk != "T":
+                    self.err("integer division (C truncates it, Python does not): make one "
+                             "side a T, e.g. T(1) / 2", self.line_of(node))
+                if lk == "bool" and rk != "T":
+                    ls = f"_T({ls})"
+                if rk == "bool" and lk != "T":
+                    rs = f"_T({rs})"
+                kind = "T" if "T" in (lk, rk) or "bool" in (lk, rk) else "int"
+                return f"({ls} {op} {rs})", kind, uniform, deps
+            if op == "&&":
+                return f"xp.logical_and({ls}, {rs})", "bool", uniform, deps
+            if op == "||":
+                return f"xp.logical_or({ls}, {rs})", "bool", uniform, deps
+            return f"({ls} {op} {rs})", "bool", uniform, deps  # comparisons
+        if tag == "cond":
+            cs, _, cu, cd = self.emit(node[1])
+            as_, ak, au, ad = self.emit(node[2])
+            bs, bk, bu, bd = self.emit(node[3])
+            kind = "T" if "T" in (ak, bk) else ("int" if "int" in (ak, bk) else "bool")
+            if cu:  # a Python conditional: only the chosen branch is computed
+                deps = ad if ad == bd else None
+                return f"({as_} if {cs} else {bs})", kind, au and bu, deps
+            deps = None if None in (cd, ad, bd) else cd | ad | bd
+            return f"xp.where({cs}, {as_}, {bs})", kind, False, deps
+        if tag == "call":
+            fn, args = node[1], node[2]
+            parts = [self.emit(a) for a in args]
+            deps = frozenset()
+            for p in parts:
+                deps = None if deps is None or p[3] is None else deps | p[3]
+            srcs = ", ".join(p[0] for p in parts)
+            return (f"{_FUNCTIONS[fn][0]}({srcs})", _FUNCTIONS[fn][2],
+                    all(p[2] for p in parts), deps)
+        raise AssertionError(tag)
+
+    @staticmethod
+    def line_of(node):
+        for part in node[1:]:
+            if isinstance(part, tuple):
+                return _Translator.line_of(part)
+        return node[-1] if isinstance(node[-1], int) else None
+
+    def function(self, statements) -> tuple[str, tuple]:
+        k = self.k
+        inputs = {n for n, _ in k.inputs}
+        lines = [f"def {k.name}(_T, {', '.join(n for n, _ in k.inputs)}):",
+                 f"    # {k.relname}:{k.line}"]
+        locals_ = set()
+        assigned = set()
+        for tag, name, e, line in statements:
+            if tag == "decl":
+                if name.startswith("_") or name in _RESERVED:
+                    self.err(f"{name!r} is a reserved name", line)
+                if name in inputs or name in k.outputs or name in locals_:
+                    self.err(f"{name!r} is already declared", line)
+            else:
+                if name in inputs:
+                    self.err(f"input {name!r} cannot be assigned", line)
+                if name not in k.outputs and name not in locals_:
+                    self.err(f"assignment to undeclared {name!r} (declare a local as "
+                             f"`T {name} = ...;`, or list it in `// out:`)", line)
+            src, kind, uniform, deps = self.emit(e)
+            if tag == "decl":
+                locals_.add(name)
+            if kind == "bool":  # stored in a T: 0 or 1, as in C
+                src = f"_T({src})"
+            if name in k.outputs:
+                assigned.add(name)
+            self.env[name] = ("T", uniform, deps)
+            lines.append(f"    {name} = {src}")
+        missing = [o for o in k.outputs if o not in assigned]
+        if missing:
+            self.err(f"output(s) {', '.join(missing)} never assigned", k.line)
+        arrays = frozenset(n for n, s in k.inputs if not s)
+        # An output whose value depends on every array input has the broadcast shape already.
+        full = tuple(self.env[o][2] == arrays for o in k.outputs)
+        lines.append(f"    return {', '.join(k.outputs)}")
+        return "\n".join(lines) + "\n", full
+
+
+# ---- definitions ----------------------------------------------------------------------------------
+class KernelDef:
+    """One parsed kernel: its name, inputs ``[(name, is_scalar)]``, outputs, the CUDA body as
+    written, where it is (``file``, ``line`` of its header, ``body_line``), and its twin's
+    Python source."""
+
+    def __init__(self, name, file, line, relname):
+        self.name, self.file, self.line, self.relname = name, file, line, relname
+        self.inputs, self.outputs, self.doc = [], [], []
+        self.body, self.body_line = "", line
+        self.python_source = ""
+        self.full_shape = ()
+
+    @property
+    def in_params(self) -> str:
+        return ", ".join(f"T {n}" for n, _ in self.inputs)
+
+    @property
+    def out_params(self) -> str:
+        return ", ".join(f"T {n}" for n in self.outputs)
+
+    @property
+    def cuda_operation(self) -> str:
+        # The #line directive makes NVRTC's messages point into kernels/*.cu.
+        return f'#line {self.body_line} "{self.relname}"\n{self.body}'
+
+    def __repr__(self):
+        return f"<kernel {self.name} ({self.relname}:{self.line})>"
+
+
+_HEADER = re.compile(r"^\s*//\s*(kernel|in|out)\s*:(.*)$")
+
+
+def parse_source(text: str, file="<string>", relname=None) -> list[KernelDef]:
+    """Parse the text of one ``.cu`` file into kernel definitions."""
+    relname = relname or str(file)
+    defs: list[KernelDef] = []
+    cur = None
+    body: list[str] = []
+
+    def err(msg, line, kernel=None):
+        raise KernelSourceError(msg, kernel if kernel is not None else
+                                (cur.name if cur else None), file, line)
+
+    def close():
+        if cur is None:
+            return
+        while body and not body[-1].strip():
+            body.pop()
+        if not cur.outputs:
+            err("no `// out:` line", cur.line)
+        if not any(not s for _, s in cur.inputs):
+            err("no array input in `// in:` (the kernel's shape and dtype come from its "
+                "arrays)", cur.line)
+        cur.body = "\n".join(body)
+        _compile_def(cur, file)
+        defs.append(cur)
+
+    for no, raw in enumerate(text.splitlines(), 1):
+        m = _HEADER.match(raw)
+        if m and m.group(1) == "kernel":
+            close()
+            body = []
+            name = m.group(2).strip()
+            if not re.fullmatch(r"[A-Za-z]\w*", name):
+                raise KernelSourceError(f"invalid kernel name {name!r}", None, file, no)
+            if any(d.name == name for d in defs):
+                raise KernelSourceError("defined twice in this file", name, file, no)
+            cur = KernelDef(name, file, no, relname)
+            continue
+        if cur is None:
+            if raw.strip() and not raw.strip().startswith("//"):
+                err("code before the first `// kernel: NAME` header", no)
+            continue
+        if not body and m:  # in: / out: lines of the header
+            items = [s.strip() for s in m.group(2).split(",") if s.strip()]
+            if m.group(1) == "in":
+                if cur.inputs:
+                    err("a second `// in:` line", no)
+                for item in items:
+                    words = item.split()
+                    if len(words) == 2 and words[0] == "scalar":
+                        cur.inputs.append((words[1], True))
+                    elif len(words) == 1:
+                        cur.inputs.append((words[0], False))
+                    else:
+                        err(f"bad input {item!r} (write `name` or `scalar name`)", no)
+            else:
+                if cur.outputs:
+                    err("a second `// out:` line", no)
+                cur.outputs = items
+            for n in items:
+                n = n.split()[-1]
+                if not re.fullmatch(r"[A-Za-z]\w*", n) or n in _RESERVED:
+                    err(f"{n!r} cannot name a parameter (reserved or not an identifier)", no)
+            names = [n for n, _ in cur.inputs] + cur.outputs
+            if len(set(names)) != len(names):
+                err("a parameter is listed twice", no)
+            continue
+        if not body and raw.strip().startswith("//"):
+            cur.doc.append(raw.strip()[2:].strip())
+            continue
+        if not body:
+            if not raw.strip():
+                continue
+            cur.body_line = no
+        body.append(raw)
+    close()
+    return defs
+
+
+def _compile_def(kdef: KernelDef, file) -> None:
+    def err(msg, line):
+        raise KernelSourceError(msg, kdef.name, file, line)
+
+    statements = _Parser(_tokenize(kdef.body, kdef.body_line, err), err).statements()
+    if not statements:
+        err("empty body", kdef.line)
+    src, full = _Translator(kdef, err).function(statements)
+    kdef.python_source = src
+    kdef.full_shape = full
+
+
+def parse_file(path) -> list[KernelDef]:
+    """Parse one ``.cu`` file of kernels."""
+    path = Path(path)
+    return parse_source(path.read_text(encoding="utf-8"), path,
+                        f"{path.parent.name}/{path.name}")
+
+
+# ---- erf for the twins (NumPy has none) -----------------------------------------------------------
+# erf(x) for |x| <= 1: its Maclaurin series, erf(x) = x + x * S(x*x) with
+# S(z) = 2/sqrt(pi) * sum((-z)**n / (n! (2n + 1))) - 1 (18 terms reach 1e-17 at |x| = 1). As in
+# glibc, x is exact and S (|S| <= 0.16) carries all rounding errors. Coefficients rounded from
+# exact values, highest power first.
+_ERF_SERIES = (
+    -9.063970842808673e-17, 1.6342614095367152e-15, -2.7835162072109215e-14,
+    4.4632242632864775e-13, -6.7113668551641105e-12, 9.422759064650411e-11,
+    -1.2290555301717928e-09, 1.4807192815879218e-08, -1.6365844691234924e-07,
+    1.6462114365889248e-06, -1.492565035840625e-05, 0.00012055332981789664,
+    -0.0008548327023450853, 0.005223977625442188, -0.026866170645131252,
+    0.11283791670955126, -0.37612638903183754, 0.1283791670955126)
+# For |x| > 1, erf = 1 - erfc with W. J. Cody's rational approximations of erfc ("Rational
+# Chebyshev approximations for the error function", Math. Comp. 23, 1969; his CALERF in
+# netlib's specfun). (numerator, denominator) coefficient pairs, highest power first.
+_ERFC_MID = np.array([  # erfc(y) = exp(-y*y) * R(y) for y <= 4
+    (2.15311535474403846e-8, 1.0), (5.64188496988670089e-1, 1.57449261107098347e01),
+    (8.88314979438837594e00, 1.17693950891312499e02),
+    (6.61191906371416295e01, 5.37181101862009858e02),
+    (2.98635138197400131e02, 1.62138957456669019e03),
+    (8.81952221241769090e02, 3.29079923573345963e03),
+    (1.71204761263407058e03, 4.36261909014324716e03),
+    (2.05107837782607147e03, 3.43936767414372164e03),
+    (1.23033935479799725e03, 1.23033935480374942e03)])
+_ERFC_BIG = np.array([  # erfc(y) = exp(-y*y) * (1/sqrt(pi) - w * R(w)) / y, w = y**-2
+    (1.63153871373020978e-2, 1.0), (3.05326634961232344e-1, 2.56852019228982242e00),
+    (3.60344899949804439e-1, 1.87295284992346047e00),
+    (1.25781726111229246e-1, 5.27905102951428412e-1),
+    (1.60837851487422766e-2, 6.05183413124413191e-2),
+    (6.58749161529837803e-4, 2.33520497626869185e-3)])
+_SQRPI = 5.6418958354775628695e-1  # 1/sqrt(pi)
+
+
+def _series(x):
+    z = x * x
+    acc = z * _ERF_SERIES[0]
+    for c in _ERF_SERIES[1:-1]:
+        acc += c
+        acc *= z
+    acc += _ERF_SERIES[-1]
+    acc *= x
+    acc += x
+    return acc
+
+
+def _ratio(v, table):
+    """numerator(v) / denominator(v), both by Horner's rule at once (columns of ``table``)."""
+    acc = np.empty((v.size, 2))
+    acc[:] = table[0]
+    col = v[:, None]
+    for row in table[1:]:
+        acc *= col
+        acc += row
+    return acc[:, 0] / acc[:, 1]
+
+
+def _erfc_tail(y, r):
+    """exp(-y*y) * r, with y*y split into an exact part and a small rest (Cody's way of
+    keeping the exponential's full accuracy)."""
+    ysq = np.trunc(y * 16.0) / 16.0
+    return np.exp(-ysq * ysq) * np.exp((ysq - y) * (y + ysq)) * r
+
+
+def erf(x):
+    """The error function on NumPy arrays (or numbers), vectorized; within about 1 ulp in
+    float64 (tests/test_kernels.py measures it); other dtypes are computed in float64 and
+    rounded once."""
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, np.generic):
+            return x.dtype.type(math.erf(float(x)))
+        return math.erf(x)
+    dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+    a = x.astype(np.float64).ravel()
+    y = np.abs(a)
+    small = y <= 1.0
+    n_small = np.count_nonzero(small)
+    if n_small == a.size:  # all in one interval: no indexing
+        return _series(a).reshape(x.shape).astype(dtype, copy=False)
+    out = np.empty_like(a)
+    if n_small:
+        out[small] = _series(a[small])
+    big = y > 4.0
+    n_big = np.count_nonzero(big)
+    mid = ~(small | big)  # NaN included: it stays NaN
+    if a.size - n_small - n_big:
+        v = y[mid]
+        out[mid] = (0.5 - _erfc_tail(v, _ratio(v, _ERFC_MID))) + 0.5
+    if n_big:
+        v = y[big]
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            w = 1.0 / (v * v)
+            r = (_SQRPI - w * _ratio(w, _ERFC_BIG)) / v
+            # erfc(26.543) is below the smallest double: erf is 1 (inf too)
+            out[big] = (0.5 - np.where(v >= 26.543, 0.0, _erfc_tail(v, r))) + 0.5
+    np.copysign(out, a, out=out, where=~small)
+    return out.reshape(x.shape).astype(dtype, copy=False)
+
+
+def _rsqrt(x):
+    return 1 / np.sqrt(x)
+
+
+_TWIN_GLOBALS = {"xp": np, "_erf": erf, "_rsqrt": _rsqrt, "__builtins__": {}}
+
+
+# ---- a callable kernel ----------------------------------------------------------------------------
+_ndarray = np.ndarray
+_F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_CompileException = None  # cupy.cuda.compiler.CompileException, once CuPy is imported
+
+
+class Kernel:
+    """A kernel of ``kernels/``, callable on NumPy or CuPy arrays (and numbers for its scalar
+    inputs); returns its output array, or a tuple of them."""
+
+    def __init__(self, kdef: KernelDef) -> None:
+        self.definition = kdef
+        self.name = kdef.name
+        self.__name__ = kdef.name
+        self.__doc__ = "\n".join(kdef.doc) or None
+        self._nin = len(kdef.inputs)
+        self._arrays = tuple(i for i, (_, s) in enumerate(kdef.inputs) if not s)
+        self._scalars = tuple(i for i, (_, s) in enumerate(kdef.inputs) if s)
+        self._single = len(kdef.outputs) == 1
+        self._full_shape = kdef.full_shape
+        ns = dict(_TWIN_GLOBALS)
+        exec(compile(kdef.python_source, f"<twin of {kdef.relname}:{kdef.line}>", "exec"), ns)
+        self.twin = ns[kdef.name]
+        self._cupy = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        d = self.definition
+        return f"<gpugrad kernel {self.name}({d.in_params}) -> ({d.out_params}) at " \
+               f"{d.relname}:{d.line}>"
+
+    def __call__(self, *args):
+        if len(args) != self._nin:
+            raise TypeError(f"kernel {self.name} takes {self._nin} arguments "
+                            f"({self.definition.in_params}), got {len(args)}")
+        first = args[self._arrays[0]]
+        if first.__class__ is _ndarray or isinstance(first, _ndarray):
+            return self._run_numpy(args)
+        if hasattr(first, "__cuda_array_interface__"):
+            return self._run_cupy(args)
+        raise TypeError(f"kernel {self.name}: argument {self.definition.inputs[self._arrays[0]][0]!r} "
+                        f"must be a NumPy or CuPy array, not {type(first).__name__}")
+
+    # ---- dtypes ----------------------------------------------------------------------------
+    def _dtypes(self, args):
+        """(args with every array in one compute dtype, the result dtype)."""
+        arrays = self._arrays
+        dt = args[arrays[0]].dtype
+        for i in arrays[1:]:
+            if args[i].dtype != dt:
+                break
+        else:
+            if dt is _F32 or dt is _F64:
+                return args, dt
+        result = np.result_type(*(args[i].dtype for i in arrays))
+        if result.kind != "f":
+            if result.kind in "biu":  # as NumPy would: int8 -> float32, int64 -> float64
+                result = np.result_type(result, _F32)
+            else:
+                raise TypeError(f"kernel {self.name}: floating point arrays expected, got "
+                                f"{', '.join(str(args[i].dtype) for i in arrays)}")
+        compute = _F32 if result.itemsize < 4 else result
+        args = list(args)
+        for i in arrays:
+            if args[i].dtype != compute:
+                args[i] = args[i].astype(compute)
+        return args, result
+
+    # ---- NumPy ----------------------------------------------------------------------------
+    def _run_numpy(self, args):
+        args, result = self._dtypes(args)
+        compute = args[self._arrays[0]].dtype
+        T = compute.type
+        if self._scalars:
+            args = list(args)
+            for i in self._scalars:
+                args[i] = T(args[i])
+        out = self.twin(T, *args)
+        if self._single:
+            return self._finish(out, 0, args, compute, result, ())
+        done = []
+        for k, v in enumerate(out):
+            done.append(self._finish(v, k, args, compute, result, done))
+        return tuple(done)
+
+    def _finish(self, v, k, args, compute, result, others):
+        """An output as a fresh array of the broadcast shape and the result dtype."""
+        if v.__class__ is not _ndarray:
+            v = np.asarray(v, dtype=compute)
+        if not self._full_shape[k]:
+            shape = np.broadcast_shapes(*(args[i].shape for i in self._arrays))
+            if v.shape != shape:
+                v = np.array(np.broadcast_to(v, shape))
+        if v.dtype != result:
+            v = v.astype(result)
+        for i in self._arrays:
+            if v is args[i]:
+                return v.copy()
+        for o in others:
+            if v is o:
+                return v.copy()
+        return v
+
+    # ---- CuPy ------------------------------------------------------------------------------
+    def _build(self):
+        global _CompileException
+        with self._lock:
+            if self._cupy is None:
+                import cupy
+                from cupy.cuda import compiler
+
+                _CompileException = compiler.CompileException
+                d = self.definition
+                self._cupy = cupy.ElementwiseKernel(d.in_params, d.out_params,
+                                                    d.cuda_operation, d.name)
+        return self._cupy
+
+    def _run_cupy(self, args):
+        kern = self._cupy or self._build()
+        args, result = self._dtypes(args)
+        try:
+            out = kern(*args)
+        except Exception as e:
+            if _CompileException is not None and isinstance(e, _CompileException):
+                raise compile_error(self.definition, e) from e
+            raise
+        if result.itemsize < 4:  # float16: computed in float32
+            out = out.astype(result) if self._single else tuple(o.astype(result) for o in out)
+        return out
+
+
+def compile_error(kdef: KernelDef, exc) -> KernelSourceError:
+    """CuPy's CompileException for a kernel as a KernelSourceError with the compiler log."""
+    log = exc.get_message() if hasattr(exc, "get_message") else str(exc)
+    return KernelSourceError(
+        f"CUDA compilation failed (CuPy ElementwiseKernel, NVRTC); the compiler's messages "
+        f"refer to lines of {kdef.relname}:\n{log}", kdef.name, kdef.file, kdef.line)
+
+
+class KernelSet:
+    """The kernels of one directory, as attributes (``kernels.tanh_backward``)."""
+
+    def __init__(self, defs, directory=None) -> None:
+        self.directory = directory
+        self._kernels = {}
+        for d in defs:
+            k = Kernel(d)
+            self._kernels[d.name] = k
+            setattr(self, d.name, k)
+
+    def __getitem__(self, name: str) -> Kernel:
+        return self._kernels[name]
+
+    def __iter__(self):
+        return iter(self._kernels.values())
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+    def __contains__(self, name) -> bool:
+        return name in self._kernels
+
+    def names(self) -> list:
+        return list(self._kernels)
+
+    def __repr__(self) -> str:
+        return f"<KernelSet of {len(self)} kernels from {self.directory}>"
+
+
+def load(directory) -> KernelSet:
+    """Parse every ``*.cu`` file of ``directory`` (names must be unique across files)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise KernelSourceError(f"kernel directory {directory} does not exist (a broken "
+                                f"install? reinstall gpugrad)")
+    defs, where = [], {}
+    for path in sorted(directory.glob("*.cu")):
+        for d in parse_file(path):
+            if d.name in where:
+                raise KernelSourceError(f"also defined at {where[d.name]}", d.name, d.file,
+                                        d.line)
+            where[d.name] = f"{d.file}:{d.line}"
+            defs.append(d)
+    return KernelSet(defs, directory)
+
+
+kernels = load(KERNELS_DIR)
