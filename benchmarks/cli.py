@@ -71,6 +71,15 @@ def _git() -> dict:
         return {"commit": None, "dirty": None}
 
 
+def _loadavg() -> list[float] | None:
+    """1-, 5- and 15-minute load averages: other processes competing for the CPU make
+    host-bound and CPU figures noisy, so the record keeps them."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def environment(device: str, peers) -> dict:
     import numpy as np
     versions = {"python": platform.python_version(), "numpy": np.__version__}
@@ -138,6 +147,7 @@ def run(args: argparse.Namespace) -> dict:
     cases, notes = plan(args.workloads, mode, device.startswith("cuda"), args.repeats)
 
     started = time.perf_counter()
+    load_start = _loadavg()
     rows = []
     bar = _Progress(len(cases) * len(peers), enabled=not args.no_progress)
     try:
@@ -164,11 +174,13 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         bar.close()
     annotate(rows)
+    env = environment(device, peers)
+    env["load_average"] = {"start": load_start, "end": _loadavg()}
     now = dt.datetime.now(dt.timezone.utc)
     return {"schema": 1, "created": now.isoformat(timespec="seconds"), "mode": mode,
             "command": " ".join(["python -m benchmarks"] + list(args.argv)),
             "duration_s": round(time.perf_counter() - started, 1),
-            "environment": environment(device, peers),
+            "environment": env,
             "peers": [p.describe() for p in peers], "notes": notes, "rows": rows}
 
 
@@ -190,6 +202,10 @@ def main(argv=None) -> int:
           f"{record['mode']} mode, {record['duration_s']} s")
     for n in record["notes"]:
         print(f"note: {n}")
+    loads = [v[0] for v in env["load_average"].values() if v]
+    if loads and max(loads) > 0.5 + (os.cpu_count() or 1) * 0.75:
+        print(f"warning: load average {max(loads):.1f} on {os.cpu_count()} cores during the "
+              f"run: other processes competed for the CPU, so the figures are noisy")
     print()
     print(report.table(record))
     print()

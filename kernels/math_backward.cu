@@ -117,18 +117,25 @@ ga = b == 0 ? T(0) : gy * b * pow(a, b - 1);
 gb = a == 0 && b >= 0 ? T(0) : gy * y * log(a);
 
 // kernel: div_backward
-// in: gy, b, y
+// in: gy, a, b
 // out: ga, gb
-// y = a / b: ga = gy / b, gb = -gy * a / b**2 = -ga * y.
+// y = a / b: ga = gy / b, gb = -gy * a / b**2. From a and b, not y, as torch: the quotient may
+// be modified in place after the division without invalidating its backward.
 T q = gy / b;
 ga = q;
-gb = -q * y;
+gb = -q * a / b;
 
 // kernel: div_backward_divisor
-// in: gy, b, y
+// in: gy, a, b
 // out: gb
-// div_backward's gb alone (a number, or a tensor that needs no gradient, divided by b).
-gb = -gy * y / b;
+// div_backward's gb alone (a tensor that needs no gradient divided by b).
+gb = -(gy / b) * a / b;
+
+// kernel: rdiv_backward
+// in: gy, b, scalar a
+// out: gb
+// The gradient of a number a divided by the tensor b.
+gb = -(gy / b) * a / b;
 
 // kernel: maximum_backward
 // in: gy, a, b

@@ -75,7 +75,8 @@ def _probe_x():
 HAS = {name: hasattr(gpugrad, name) for name in (
     "cat", "stack", "split", "chunk", "unbind", "narrow", "repeat", "roll", "diagonal", "tril",
     "triu", "movedim", "flatten", "logsumexp", "softmax", "log_softmax", "var", "amax")}
-HAS["masked_fill_"] = hasattr(gpugrad.Tensor, "masked_fill_")
+for _name in ("masked_fill_", "masked_fill", "index_select", "gather"):
+    HAS[_name] = hasattr(gpugrad.Tensor, _name)
 HAS["index_list"] = _supports(lambda: _probe_x()[[0, 2, 0]])
 HAS["index_mask"] = _supports(lambda: _probe_x()[gpugrad.tensor([True, False, True])])
 HAS["setitem_list"] = _supports(lambda: _probe_x().__setitem__([0, 2], 1.0))
@@ -412,7 +413,8 @@ class _Gen:
             tuple(s for i, s in enumerate(a.shape) if i not in axes)
         kd = f", keepdim={keep}" if keep or self.chance(50) else ""
         if op == "sum_fn":
-            expr = f"m.sum({a.name})" if dim is None else f"m.sum({a.name}, {dim!r}{kd})"
+            expr = f"m.sum({a.name})" if dim is None and not kd else \
+                f"m.sum({a.name}, {dim!r}{kd})"
         elif op == "logsumexp":
             expr = f"m.logsumexp({a.name}, {dim!r}{kd})"
         elif dim is None and not kd:
@@ -434,7 +436,8 @@ class _Gen:
 
         def result(b):
             try:
-                return np.matmul(np.zeros(a.shape), np.zeros(b.shape)).shape
+                with np.errstate(all="ignore"):
+                    return np.matmul(np.zeros(a.shape), np.zeros(b.shape)).shape
             except ValueError:
                 return None
 
@@ -704,11 +707,43 @@ class _Gen:
             kinds.append("list")
         if HAS["index_mask"] and a.ndim:
             kinds.append("mask")
+        if HAS["index_select"] and a.ndim:
+            kinds.append("index_select")
+        if HAS["gather"] and a.ndim:
+            kinds.append("gather")
+        if HAS["masked_fill"]:
+            kinds.append("masked_fill")
         kind = self.pick(kinds)
         if kind == "basic":
             idx = self.basic_index(a.shape)
             self.new(f"{a.name}[{_fmt_index(idx)}]", _index_shape(a.shape, idx), a.bound,
                      view_of=a)
+        elif kind == "index_select":
+            d = self.integer(0, a.ndim - 1)
+            ids = self.draw(st.lists(st.integers(0, a.shape[d] - 1), min_size=1, max_size=4))
+            out = a.shape[:d] + (len(ids),) + a.shape[d + 1:]
+            if not self.ok(out):
+                return self.step_unary()
+            self.new(f"{a.name}.index_select({d}, m.tensor({ids}, device=dev))", out, a.bound,
+                     deps=[a])
+        elif kind == "gather":
+            d = self.integer(0, a.ndim - 1)
+            shape = tuple(self.integer(1, s) if i != d else self.integer(1, 4)
+                          for i, s in enumerate(a.shape))
+            ids = self.draw(st.lists(st.integers(0, a.shape[d] - 1), min_size=_numel(shape),
+                                     max_size=_numel(shape)))
+            ids = np.array(ids).reshape(shape).tolist()
+            self.new(f"{a.name}.gather({d}, m.tensor({ids}, device=dev))", shape, a.bound,
+                     deps=[a])
+        elif kind == "masked_fill":
+            c = self.choose(lambda v: _fits_into(v.shape, a.shape))
+            s = self.pick(_SCALARS)
+            expr = self.pick([f"{a.name}.masked_fill({c.name} > {{t}}, {s})",
+                              f"m.masked_fill({a.name}, {c.name} < {{t}}, {s})"
+                              if hasattr(gpugrad, "masked_fill") else
+                              f"{a.name}.masked_fill({c.name} < {{t}}, {s})"])
+            self.new(expr.format(t=self.pick(_THRESHOLDS)), a.shape, max(a.bound, abs(s)),
+                     deps=[a])
         elif kind == "list":
             d = self.integer(0, a.ndim - 1)
             size = a.shape[d]
@@ -827,6 +862,10 @@ class _Gen:
                ("{r}.exp_()", _exp_bound(b)), ("{r}.tanh_()", b), ("{r}.sigmoid_()", b),
                ("{r}.sin_()", b), ("{r}.relu_()", b), ("{r}.abs_()", b), ("{r}.neg_()", b),
                ("{r}.zero_()", b), ("{r}.fill_({s})", max(b, abs(s)))]
+        if HAS["masked_fill_"]:
+            x, _, _ = self.operand(shape)
+            ops.append((f"{{r}}.masked_fill_({x} > {self.pick(_THRESHOLDS)}, {{s}})",
+                        max(b, abs(s))))
         if assignable:
             ops += [("{r} += {s}", b + abs(s)), ("{r} *= {s}", b * abs(s)),
                     ("{r} /= {s}", b / abs(s))]

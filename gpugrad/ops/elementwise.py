@@ -109,21 +109,26 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         x, y = _true_div_arrays(a, b)
-        out = make(x / y)
         na, nb = ctx.needs_input_grad
-        ctx.save_for_backward(b if isinstance(b, Tensor) else None, out if nb else None)
+        # As torch, backward reads a and b, never the quotient: it may be modified in place.
+        ctx.save_for_backward(a if nb and isinstance(a, Tensor) else None,
+                              b if isinstance(b, Tensor) else None)
+        ctx.scalar_a = a if is_scalar(a) else None
         ctx.scalar_b = b if is_scalar(b) else None
-        return out
+        return make(x / y)
 
     @staticmethod
     def backward(ctx, g):
-        b, out = ctx.saved_tensors
+        a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         if b is None:
             return g / ctx.scalar_b, None
-        if na and nb:  # both in one kernel
-            return fused.DivBackward.call(g, b, out)
-        return (g / b if na else None, fused.DivBackwardDivisor.call(g, b, out) if nb else None)
+        if a is None:  # a number divided by a tensor, or a's gradient alone
+            return (g / b if na else None,
+                    fused.RDivBackward.call(g, b, ctx.scalar_a) if nb else None)
+        if na:  # both in one kernel
+            return fused.DivBackward.call(g, a, b)
+        return None, fused.DivBackwardDivisor.call(g, a, b)
 
 
 class FloorDivide(Function):

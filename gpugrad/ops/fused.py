@@ -250,35 +250,50 @@ class PowBackward(KernelFunction):
 
 
 # ---- division -------------------------------------------------------------------------------------
-def _divisor_grads(ggb, gy, b, y, need):
-    """Gradients of gb = -gy y / b w.r.t. (gy, b, y), given ggb."""
-    return (DivBackwardDivisor.call(ggb, b, y) if need[0] else None,
-            ggb * gy * y / (b * b) if need[1] else None,
-            -(ggb * gy) / b if need[2] else None)
+# gb = -gy a / b**2: d/dgy = -a / b**2 (the same kernel), d/da = -gy / b**2, d/db = 2 gy a / b**3.
+def _divisor_grads(ggb, gy, a, b, need):
+    """Gradients of ``gb = -gy a / b**2`` w.r.t. (gy, a, b), given ``ggb``; ``a`` a tensor."""
+    gb_over = (ggb * gy) / (b * b) if need[1] or need[2] else None
+    return (DivBackwardDivisor.call(ggb, a, b) if need[0] else None,
+            -gb_over if need[1] else None,
+            gb_over * a * 2 / b if need[2] else None)
 
 
 class DivBackwardDivisor(KernelFunction):
-    """``gb`` of ``y = a / b``: ``-gy * y / b``."""
+    """``gb`` of ``y = a / b`` for a tensor ``a``: ``-gy * a / b**2``."""
     kernel = "div_backward_divisor"
 
     @staticmethod
     def backward(ctx, ggb):
-        gy, b, y = ctx.saved_tensors
-        return _divisor_grads(ggb, gy, b, y, ctx.needs_input_grad)
+        gy, a, b = ctx.saved_tensors
+        return _divisor_grads(ggb, gy, a, b, ctx.needs_input_grad)
+
+
+class RDivBackward(KernelFunction):
+    """``gb`` of ``y = a / b`` for a number ``a``: ``-gy * a / b**2``."""
+    kernel = "rdiv_backward"
+
+    @staticmethod
+    def backward(ctx, ggb):
+        gy, b, _ = ctx.saved_tensors
+        a = ctx.scalars[2]
+        need = ctx.needs_input_grad
+        return (RDivBackward.call(ggb, b, a) if need[0] else None,
+                (ggb * gy) * (2 * a) / (b * b * b) if need[1] else None, None)
 
 
 class DivBackward(KernelFunction):
-    """Both gradients of ``y = a / b`` in one launch: ``gy / b`` and ``-gy * y / b``."""
+    """Both gradients of ``y = a / b`` in one launch: ``gy / b`` and ``-gy * a / b**2``."""
     kernel = "div_backward"
 
     @staticmethod
     def backward(ctx, gga, ggb):
-        gy, b, y = ctx.saved_tensors
+        gy, a, b = ctx.saved_tensors
         need = ctx.needs_input_grad
-        # ga = gy / b: d/dgy = gga / b, d/db = -gga gy / b**2
-        g1 = (gga / b if need[0] else None,
-              -(gga * gy) / (b * b) if need[1] else None, None)
-        g2 = _divisor_grads(ggb, gy, b, y, need)
+        # ga = gy / b: d/dgy = gga / b, d/da = 0, d/db = -gga gy / b**2
+        g1 = (gga / b if need[0] else None, None,
+              -(gga * gy) / (b * b) if need[2] else None)
+        g2 = _divisor_grads(ggb, gy, a, b, need)
         return tuple(_add(u, v) for u, v in zip(g1, g2))
 
 
