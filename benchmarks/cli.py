@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default benchmarks/results, git-ignored)")
     p.add_argument("--no-torch", action="store_true", help="gpugrad only (ratios n/a)")
+    p.add_argument("--no-floor", action="store_true",
+                   help="without the hand-written array-module W1 step (the floor column)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> dict:
     if device.startswith("cuda") and not gpugrad.cuda.is_available():
         raise SystemExit(f"--device {device}: gpugrad sees no CUDA device (is CuPy installed? "
                          f"pip install -e \".[cuda13]\")")
-    peers = discover(device, with_torch=not args.no_torch)
+    peers = discover(device, with_torch=not args.no_torch, with_floor=not args.no_floor)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     cases, notes = plan(args.workloads, mode, device.startswith("cuda"), args.repeats)
 
@@ -157,6 +159,8 @@ def run(args: argparse.Namespace) -> dict:
                 bar.doing(f"{case.id} {peer.label}")
                 if not peer.available:
                     res = Result(reason=peer.reason)
+                elif peer.workloads is not None and case.workload not in peer.workloads:
+                    res = Result(reason=f"runs {', '.join(sorted(peer.workloads))} only")
                 else:
                     try:
                         res = case.run(peer)

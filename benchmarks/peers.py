@@ -31,6 +31,8 @@ class Unavailable(Exception):
 class Peer:
     key = "?"
     label = "?"
+    #: the workloads this peer runs (None: all of them)
+    workloads: frozenset | None = None
 
     def __init__(self, mod, device: str, reason: str | None = None) -> None:
         self.mod, self.device, self.reason = mod, device, reason
@@ -138,6 +140,33 @@ class GpugradPeer(Peer):
             "allocated_before_step": live_bytes, "step_extra": peak}
 
 
+class FloorPeer(Peer):
+    """W1 written by hand on the device's array module (benchmarks/floor.py): no autograd,
+    the cost of the arithmetic alone. It runs W1 only; its other cells read n/a."""
+    key, label = "floor", "floor (hand-written)"
+    workloads = frozenset({"W1"})
+
+    @property
+    def version(self) -> str | None:
+        return f"{self.mod.__name__} {self.mod.__version__}" if self.mod is not None else None
+
+    def sync(self) -> None:
+        if self.is_cuda:
+            self.mod.cuda.Device().synchronize()
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            self._clock = Clock(self.sync if self.is_cuda else None)
+        return self._clock
+
+    def release(self) -> None:
+        gc.collect()
+        if self.is_cuda:
+            self.sync()
+            self.mod.get_default_memory_pool().free_all_blocks()
+
+
 class TorchPeer(Peer):
     key, label = "torch", "PyTorch"
 
@@ -203,6 +232,17 @@ def _gpugrad_peer(device: str) -> Peer:
     return GpugradPeer(gpugrad, device)
 
 
+def _floor_peer(device: str) -> Peer:
+    if not device.startswith("cuda"):
+        return FloorPeer(np, device)
+    try:
+        cupy = importlib.import_module("cupy")
+    except Exception as e:
+        return FloorPeer(None, device, reason=f"cupy does not import ({type(e).__name__})")
+    cupy.cuda.Device(int(device.partition(":")[2] or 0)).use()
+    return FloorPeer(cupy, device)
+
+
 def _torch_peer(device: str) -> Peer:
     try:
         torch = importlib.import_module("torch")
@@ -218,12 +258,14 @@ def _torch_peer(device: str) -> Peer:
 
 
 #: The peers of a run, in column order. The first is the subject, the second the reference
-#: that ratios are taken against.
-PEER_FACTORIES = [_gpugrad_peer, _torch_peer]
+#: that ratios are taken against; the floor comes last.
+PEER_FACTORIES = [_gpugrad_peer, _torch_peer, _floor_peer]
 
 
-def discover(device: str, with_torch: bool = True) -> list[Peer]:
+def discover(device: str, with_torch: bool = True, with_floor: bool = True) -> list[Peer]:
     peers = [f(device) for f in PEER_FACTORIES]
+    if not with_floor:
+        peers = [p for p in peers if p.key != "floor"]
     if not with_torch:
         peers = [p if p.key != "torch" else TorchPeer(None, device, reason="--no-torch")
                  for p in peers]

@@ -45,17 +45,18 @@ def _cell(res: dict | None) -> str:
 
 def table(record: dict) -> str:
     """The Markdown table: one row per case; a column per peer (median, ±half the IQR as a
-    percentage of the median), the ratio of the first two peers, the unit."""
+    percentage of the median), the ratio of the first two peers right after them, then any
+    further peer (the hand-written floor), the unit."""
     peers = record["peers"]
     subject, reference = peers[0]["key"], peers[1]["key"] if len(peers) > 1 else None
-    head = ["workload"] + [p["label"] for p in peers] + ["ratio", "unit"]
+    head = (["workload"] + [p["label"] for p in peers[:2]] + ["ratio"]
+            + [p["label"] for p in peers[2:]] + ["unit"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in record["rows"]:
-        cells = [row["label"]]
-        for p in peers:
-            cells.append(_cell(row["results"].get(p["key"])))
+        cells = [row["label"]] + [_cell(row["results"].get(p["key"])) for p in peers[:2]]
         r = ratio(row, subject, reference) if reference else None
         cells.append("n/a" if r is None else f"{r:.2f}")
+        cells += [_cell(row["results"].get(p["key"])) for p in peers[2:]]
         cells.append(row["unit"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -70,6 +71,11 @@ def footnotes(record: dict) -> list[str]:
                      if r.get("extra", {}).get("fraction_of_copy")]
             out.append(f"{row['id']}: copy ceiling {row['ceiling_gbps']:.3g} GB/s (best copy_ "
                        f"of the run); chain at " + ", ".join(parts) + " of it.")
+        floor = row["results"].get("floor", {}).get("value")
+        mine = row["results"].get(record["peers"][0]["key"], {}).get("value")
+        if floor and mine:
+            out.append(f"{row['id']}: {record_label(record, record['peers'][0]['key'])} at "
+                       f"{mine / floor:.2f}x the hand-written floor (no autograd)")
         losses = {k: r["extra"]["loss_init"] for k, r in row["results"].items()
                   if r.get("extra", {}).get("loss_init") is not None}
         if len(losses) > 1:
@@ -77,9 +83,13 @@ def footnotes(record: dict) -> list[str]:
             if max(vals) - min(vals) > 1e-3 * max(1.0, abs(vals[0])):
                 out.append(f"WARNING {row['id']}: the peers' initial losses differ: {losses}")
         for k, r in row["results"].items():
-            if r.get("reason") and k in {p["key"] for p in record["peers"] if p["available"]}:
+            if r.get("reason") and k in {p["key"] for p in record["peers"] if p["available"]} \
+                    and not r["reason"].startswith("runs "):
                 out.append(f"{row['id']} {record_label(record, k)}: n/a ({r['reason']})")
     for p in record["peers"]:
+        if p["key"] == "floor" and p["available"]:
+            out.append(f"{p['label']}: W1 written by hand on {p['version']} without autograd "
+                       f"(benchmarks/floor.py); n/a elsewhere")
         if not p["available"]:
             out.append(f"{p['label']}: n/a everywhere ({p['reason']})")
     return out

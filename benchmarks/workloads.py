@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .floor import FloorMLP
 from .peers import Peer, Unavailable
 from .timing import Budget, Stats, measure
 
@@ -163,9 +164,13 @@ def _arch(batch, sizes) -> str:
 
 def w1_case(name: str, batch: int, sizes: list[int], budget: Budget, note: str = "") -> Case:
     def run(peer: Peer) -> Result:
-        mlp = MLP(peer, sizes, batch)
-        with peer.mod.no_grad():
-            loss0 = float(mlp.loss().item())
+        if peer.key == "floor":  # the same step without autograd, on the array module
+            mlp = FloorMLP(peer.mod, *mlp_arrays(sizes, batch))
+            loss0 = float(mlp.loss())
+        else:
+            mlp = MLP(peer, sizes, batch)
+            with peer.mod.no_grad():
+                loss0 = float(mlp.loss().item())
         stats = measure(peer.wrap(mlp.step), peer.clock, budget)
         r = timed(stats, lambda s: s * 1e3)
         r.extra["loss_init"] = loss0

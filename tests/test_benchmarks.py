@@ -42,6 +42,19 @@ def test_mlp_step_same_losses_and_weights(device):
     assert g.live_bytes == sum(p.numel() * 4 for p in g.params) + (BATCH * 12 + BATCH * 5) * 4
 
 
+def test_floor_step_matches_autograd_step(device):
+    # The hand-written W1 step (benchmarks/floor.py) does the same arithmetic as the autograd
+    # step: equal losses and weights over a few steps, or its column would compare nothing.
+    from benchmarks.floor import FloorMLP
+    g = workloads.MLP(GpugradPeer(gpugrad, device), SIZES, BATCH, seed=3)
+    f = FloorMLP(np, *workloads.mlp_arrays(SIZES, BATCH, seed=3))
+    assert_close(float(f.loss()), g.loss(), rtol=1e-5, msg="W1 floor initial loss")
+    for _ in range(3):
+        assert_close(float(f.step()), g.step(), rtol=1e-5, atol=1e-6, msg="W1 floor loss")
+    for pf, pg in zip(f.params, g.params):
+        assert_close(pf, pg, rtol=1e-5, atol=1e-6, msg="W1 floor weights after 3 steps")
+
+
 def test_chain_and_host_programs_agree(device):
     g_peer, t_peer = peers(device)
     x = np.random.default_rng(0).standard_normal(64, dtype=np.float32)
@@ -90,7 +103,7 @@ def test_tiny_run_writes_table_json_and_chart(tmp_path, capsys, device):
     assert cli.main(["--tiny", "--device", device, "--out", str(tmp_path),
                      "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "| workload | gpugrad | PyTorch | ratio | unit |" in out
+    assert "| workload | gpugrad | PyTorch | ratio | floor (hand-written) | unit |" in out
     record = json.loads((tmp_path / "latest.json").read_text(encoding="utf-8"))
     assert record["mode"] == "tiny" and record["environment"]["device"] == device
     ids = [r["id"] for r in record["rows"]]
@@ -114,6 +127,14 @@ def test_tiny_run_writes_table_json_and_chart(tmp_path, capsys, device):
                 g = row["results"]["gpugrad"]["extra"]["loss_init"]
                 assert abs(g - t["extra"]["loss_init"]) <= 1e-4 * max(1.0, abs(g)), row["id"]
         assert "WARNING" not in out
+        for row in record["rows"]:  # the floor runs W1 and says so elsewhere
+            f = row["results"]["floor"]
+            if row["workload"] == "W1":
+                g = row["results"]["gpugrad"]["extra"]["loss_init"]
+                assert f["value"] > 0 and abs(f["extra"]["loss_init"] - g) <= 1e-4 * max(
+                    1.0, abs(g)), row["id"]
+            else:
+                assert f["value"] is None and f["reason"] == "runs W1 only"
     stamped = [p for p in tmp_path.glob("*.json") if p.name != "latest.json"]
     assert len(stamped) == 1 and stamped[0].name.startswith(device.replace(":", ""))
     if importlib.util.find_spec("matplotlib") is not None:
@@ -145,5 +166,7 @@ def test_bad_flags_are_refused():
 
 def test_discover_names_the_peers():
     ps = discover("cpu")
-    assert [p.key for p in ps] == ["gpugrad", "torch"]
+    assert [p.key for p in ps] == ["gpugrad", "torch", "floor"]
+    assert ps[2].available and ps[2].mod is np and ps[2].workloads == {"W1"}
+    assert [p.key for p in discover("cpu", with_floor=False)] == ["gpugrad", "torch"]
     assert ps[0].available and ps[0].clock.name == "perf_counter"
