@@ -26,7 +26,9 @@ be written ``T(0.5)`` (a bare ``0.5`` is double in CUDA C, which would make a fl
 compute in float64 and differ from its twin). NumPy evaluates both branches of a ternary:
 keep the branch that is not taken finite (``exp(x > 0 ? T(0) : x)``), as the shipped kernels
 do. ``in:`` lists arrays and, marked ``scalar``, numbers passed as T (``in: gy, x, scalar
-slope``). Anything else is a ``KernelSourceError`` naming the kernel, the file and the line.
+slope``), or, marked ``bool``, boolean mask arrays (``in: gy, bool c``), which are read as
+they are (the kernel's T comes from its other arrays). Anything else is a
+``KernelSourceError`` naming the kernel, the file and the line.
 """
 from __future__ import annotations
 
@@ -260,7 +262,8 @@ class _Translator:
         self.k, self.err = kdef, err
         self.env = {}  # name -> (kind, uniform, deps) of what it holds now
         for name, scalar in kdef.inputs:
-            self.env[name] = ("T", scalar, frozenset() if scalar else frozenset([name]))
+            self.env[name] = ("bool" if name in kdef.masks else "T", scalar,
+                              frozenset() if scalar else frozenset([name]))
 
     def lit(self, node):
         """The float text of a literal, or of a negated literal, else None."""
@@ -391,20 +394,22 @@ class _Translator:
 
 # ---- definitions ----------------------------------------------------------------------------------
 class KernelDef:
-    """One parsed kernel: its name, inputs ``[(name, is_scalar)]``, outputs, the CUDA body as
+    """One parsed kernel: its name, inputs ``[(name, is_scalar)]`` (``masks``: the names of
+    the boolean arrays among them), outputs, the CUDA body as
     written, where it is (``file``, ``line`` of its header, ``body_line``), and its twin's
     Python source."""
 
     def __init__(self, name, file, line, relname):
         self.name, self.file, self.line, self.relname = name, file, line, relname
         self.inputs, self.outputs, self.doc = [], [], []
+        self.masks = set()
         self.body, self.body_line = "", line
         self.python_source = ""
         self.full_shape = ()
 
     @property
     def in_params(self) -> str:
-        return ", ".join(f"T {n}" for n, _ in self.inputs)
+        return ", ".join(f"{'bool' if n in self.masks else 'T'} {n}" for n, _ in self.inputs)
 
     @property
     def out_params(self) -> str:
@@ -440,9 +445,9 @@ def parse_source(text: str, file="<string>", relname=None) -> list[KernelDef]:
             body.pop()
         if not cur.outputs:
             err("no `// out:` line", cur.line)
-        if not any(not s for _, s in cur.inputs):
-            err("no array input in `// in:` (the kernel's shape and dtype come from its "
-                "arrays)", cur.line)
+        if not any(not s and n not in cur.masks for n, s in cur.inputs):
+            err("no floating point array input in `// in:` (the kernel's dtype T comes from "
+                "its arrays, `bool` masks aside)", cur.line)
         cur.body = "\n".join(body)
         _compile_def(cur, file)
         defs.append(cur)
@@ -472,10 +477,14 @@ def parse_source(text: str, file="<string>", relname=None) -> list[KernelDef]:
                     words = item.split()
                     if len(words) == 2 and words[0] == "scalar":
                         cur.inputs.append((words[1], True))
+                    elif len(words) == 2 and words[0] == "bool":
+                        cur.inputs.append((words[1], False))
+                        cur.masks.add(words[1])
                     elif len(words) == 1:
                         cur.inputs.append((words[0], False))
                     else:
-                        err(f"bad input {item!r} (write `name` or `scalar name`)", no)
+                        err(f"bad input {item!r} (write `name`, `scalar name` or "
+                            f"`bool name`)", no)
             else:
                 if cur.outputs:
                     err("a second `// out:` line", no)
@@ -642,6 +651,9 @@ class Kernel:
         self._nin = len(kdef.inputs)
         self._arrays = tuple(i for i, (_, s) in enumerate(kdef.inputs) if not s)
         self._scalars = tuple(i for i, (_, s) in enumerate(kdef.inputs) if s)
+        # the arrays that set T, and the boolean masks, read as they are
+        self._floats = tuple(i for i in self._arrays if kdef.inputs[i][0] not in kdef.masks)
+        self._masks = tuple(i for i in self._arrays if kdef.inputs[i][0] in kdef.masks)
         self._single = len(kdef.outputs) == 1
         self._full_shape = kdef.full_shape
         ns = dict(_TWIN_GLOBALS)
@@ -664,13 +676,18 @@ class Kernel:
             return self._run_numpy(args)
         if hasattr(first, "__cuda_array_interface__"):
             return self._run_cupy(args)
-        raise TypeError(f"kernel {self.name}: argument {self.definition.inputs[self._arrays[0]][0]!r} "
-                        f"must be a NumPy or CuPy array, not {type(first).__name__}")
+        name = self.definition.inputs[self._arrays[0]][0]
+        raise TypeError(f"kernel {self.name}: argument {name!r} must be a NumPy or CuPy array, "
+                        f"not {type(first).__name__}")
 
     # ---- dtypes ----------------------------------------------------------------------------
     def _dtypes(self, args):
         """(args with every array in one compute dtype, the result dtype)."""
-        arrays = self._arrays
+        for i in self._masks:
+            if args[i].dtype != np.bool_:
+                raise TypeError(f"kernel {self.name}: argument {self.definition.inputs[i][0]!r} "
+                                f"must be a bool array, got {args[i].dtype}")
+        arrays = self._floats
         dt = args[arrays[0]].dtype
         for i in arrays[1:]:
             if args[i].dtype != dt:
@@ -695,7 +712,7 @@ class Kernel:
     # ---- NumPy ----------------------------------------------------------------------------
     def _run_numpy(self, args):
         args, result = self._dtypes(args)
-        compute = args[self._arrays[0]].dtype
+        compute = args[self._floats[0]].dtype
         T = compute.type
         if self._scalars:
             args = list(args)

@@ -112,3 +112,16 @@ T z = x * beta;
 T e = exp(-fabs(z));
 T s = z >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
 gx = z > threshold ? gy : gy * s;
+
+// kernel: logsigmoid
+// in: x
+// out: y
+// log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): exp of a non-positive number only.
+y = fmin(x, T(0)) - log1p(exp(-fabs(x)));
+
+// kernel: logsigmoid_backward
+// in: gy, x
+// out: gx
+// sigmoid(-x), computed as in `sigmoid`.
+T e = exp(-fabs(x));
+gx = gy * (x >= 0 ? e / (T(1) + e) : T(1) / (T(1) + e));

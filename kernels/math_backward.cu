@@ -151,3 +151,103 @@ gb = a == b ? tie : (b > a ? gy : T(0));
 T tie = gy * T(0.5);
 ga = a == b ? tie : (a < b ? gy : T(0));
 gb = a == b ? tie : (b < a ? gy : T(0));
+
+// kernel: rpow_zero_backward
+// in: gy, b, scalar log_zero
+// out: gb
+// 0 ** b: as torch, 0 where b >= 0, else gy * (0**b * log(0)) = gy * -inf (log_zero is -inf,
+// passed in: the kernel language has no infinity literal).
+gb = b >= 0 ? T(0) : gy * log_zero;
+
+// kernel: mul_backward
+// in: gy, a, b
+// out: ga, gb
+// y = a * b, both gradients in one launch.
+ga = gy * b;
+gb = gy * a;
+
+// kernel: where_backward
+// in: gy, bool c
+// out: ga, gb
+// y = where(c, a, b): gy goes to a where c holds, to b elsewhere (zeros, not gy * 0, as torch).
+ga = c ? gy : T(0);
+gb = c ? T(0) : gy;
+
+// kernel: lerp
+// in: a, b, w
+// out: y
+// a + w (b - a), in torch's two forms: exact at w == 0 and at w == 1.
+T d = b - a;
+y = fabs(w) < T(0.5) ? a + w * d : b - d * (1 - w);
+
+// kernel: lerp_scalar
+// in: a, b, scalar w
+// out: y
+T d = b - a;
+y = fabs(w) < T(0.5) ? a + w * d : b - d * (1 - w);
+
+// kernel: lerp_backward
+// in: gy, a, b, w
+// out: ga, gb, gw
+// The three gradients of lerp(a, b, w) in one launch.
+ga = gy * (1 - w);
+gb = gy * w;
+gw = gy * (b - a);
+
+// kernel: lerp_scalar_backward
+// in: gy, scalar w
+// out: ga, gb
+// The gradients of lerp(a, b, w) for a number w.
+ga = gy * (1 - w);
+gb = gy * w;
+
+// kernel: remainder_backward
+// in: gy, a, b
+// out: gb
+// y = a - b * floor(a / b): the gradient of the divisor b (a's is gy itself).
+gb = -gy * floor(a / b);
+
+// kernel: rremainder_backward
+// in: gy, b, scalar a
+// out: gb
+// remainder_backward for a number a.
+gb = -gy * floor(a / b);
+
+// kernel: clamp_tensor
+// in: x, lo, hi
+// out: y
+// clamp with tensor bounds, as torch: min(max(x, lo), hi), so hi where lo > hi; a NaN in x or
+// in a bound gives NaN.
+T m = x < lo ? lo : x;
+y = isnan(lo) || isnan(hi) ? lo + hi : (hi < m ? hi : m);
+
+// kernel: clamp_min_tensor
+// in: x, lo
+// out: y
+y = isnan(lo) ? lo : (x < lo ? lo : x);
+
+// kernel: clamp_max_tensor
+// in: x, hi
+// out: y
+y = isnan(hi) ? hi : (x > hi ? hi : x);
+
+// kernel: clamp_tensor_backward
+// in: gy, x, lo, hi
+// out: gx, glo, ghi
+// torch's clamp_backward_min_max: x gets gy inside [lo, hi] (ties included), lo below it when
+// lo < hi, hi above it or wherever hi < lo (the output is hi there).
+gx = x >= lo && x <= hi ? gy : T(0);
+glo = x < lo && lo < hi ? gy : T(0);
+ghi = x > hi || hi < lo ? gy : T(0);
+
+// kernel: clamp_min_tensor_backward
+// in: gy, x, lo
+// out: gx, glo
+gx = x >= lo ? gy : T(0);
+glo = x < lo ? gy : T(0);
+
+// kernel: clamp_max_tensor_backward
+// in: gy, x, hi
+// out: gx, ghi
+gx = x <= hi ? gy : T(0);
+ghi = x > hi ? gy : T(0);

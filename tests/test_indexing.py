@@ -695,3 +695,263 @@ def test_top_level_functions_and_methods_exist():
                  "masked_fill_", "masked_select", "take", "nonzero", "argwhere", "index_put",
                  "index_put_"):
         assert callable(getattr(gpugrad.Tensor, name)), name
+
+
+# ---- grad_fn names of basic indexing (torch runs select / slice / unsqueeze in turn) ----------
+NAMES = [
+    (lambda m, x: x[0], "SelectBackward0"),
+    (lambda m, x: x[-1, 1], "SelectBackward0"),
+    (lambda m, x: x[..., 0], "SelectBackward0"),
+    (lambda m, x: x[0, ...], "SelectBackward0"),
+    (lambda m, x: x[None, 0], "SelectBackward0"),
+    (lambda m, x: x[np.int64(1)], "SelectBackward0"),
+    (lambda m, x: x[m.tensor(1)], "SelectBackward0"),
+    (lambda m, x: x[-10:, 0], "SelectBackward0"),
+    (lambda m, x: x[1:3], "SliceBackward0"),
+    (lambda m, x: x[:], "SliceBackward0"),  # one slice alone is always sliced
+    (lambda m, x: x[0:10], "SliceBackward0"),
+    (lambda m, x: x[::2], "SliceBackward0"),
+    (lambda m, x: x[:, -4:], "SliceBackward0"),  # a written start of -n is not skipped
+    (lambda m, x: x[0, 1:], "SliceBackward0"),
+    (lambda m, x: x[m.tensor(1), 1:], "SliceBackward0"),
+    (lambda m, x: x[None], "UnsqueezeBackward0"),
+    (lambda m, x: x[0, :, None], "UnsqueezeBackward0"),
+    (lambda m, x: x[..., None], "UnsqueezeBackward0"),
+    (lambda m, x: x[...], "AliasBackward0"),
+    (lambda m, x: x[()], "AliasBackward0"),
+    (lambda m, x: x[:, :], "AliasBackward0"),  # full slices inside a tuple are skipped
+    (lambda m, x: x[:, 0:10], "AliasBackward0"),
+    (lambda m, x: x[:, ::1, ...], "AliasBackward0"),
+    (lambda m, x: x[[0, 1]], "IndexBackward0"),
+    (lambda m, x: x[0, [0, 1]], "IndexBackward0"),
+    (lambda m, x: x[x > 0], "IndexBackward0"),
+    (lambda m, x: x[True], "IndexBackward0"),
+    (lambda m, x: x[0, True], "IndexBackward0"),
+]
+
+
+@pytest.mark.parametrize("k", range(len(NAMES)))
+def test_basic_index_grad_fn_names_match_torch(lib, k):
+    fn, name = NAMES[k]
+    x = lib.tensor(np.arange(60.0).reshape(3, 4, 5) - 30, requires_grad=True)
+    assert type(fn(lib, x).grad_fn).__name__ == name
+
+
+def test_basic_index_grad_fn_names_on_a_0d_tensor(lib):
+    x = lib.tensor(1.0, requires_grad=True)
+    names = [type(y.grad_fn).__name__ for y in (x[...], x[None], x[()])]
+    assert names == ["AliasBackward0", "UnsqueezeBackward0", "AliasBackward0"]
+
+
+# ---- x[idx] = v with every index form, against torch -----------------------------------------
+SETITEM_INDICES = {
+    "int": lambda m: 0, "neg_int": lambda m: -1, "slice": lambda m: slice(1, 3),
+    "step": lambda m: slice(None, None, 2), "full_slice": lambda m: slice(None),
+    "none": lambda m: None, "ellipsis": lambda m: Ellipsis, "empty_tuple": lambda m: (),
+    "two_ints": lambda m: (0, 1), "ellipsis_int": lambda m: (Ellipsis, 0),
+    "slice_step_dim1": lambda m: (slice(None), slice(1, None, 2)),
+    "none_int": lambda m: (None, 0), "zero_d_tensor": lambda m: m.tensor(1),
+    "numpy_int": lambda m: np.int64(2), "full_slices": lambda m: (slice(None), slice(0, 9)),
+    "list": lambda m: [0, 2], "repeated_list": lambda m: [0, 0],
+    "tensor": lambda m: m.tensor([2, 0]), "int32": lambda m: m.tensor([1, 2]).int(),
+    "numpy": lambda m: np.array([2, 1]), "empty_list": lambda m: [],
+    "int_list": lambda m: (0, [1, 3]), "list_int": lambda m: ([0, 1], 1),
+    "separated_lists": lambda m: ([0, 1], slice(None), [1, 2]),
+    "adjacent_lists": lambda m: (slice(None), [0, 2], [1, 1]),
+    "int_slice_list": lambda m: (1, slice(None), [0, 4]),
+    "slice_int_list": lambda m: (slice(None), 1, [0, 4]),
+    "none_list": lambda m: (Ellipsis, None, [1]),
+    "broadcast_lists": lambda m: ([[0], [2]], [1, 3]),
+    "mask": lambda m: m.tensor([True, False, True]),
+    "mask_2d": lambda m: m.tensor(np.arange(12).reshape(3, 4) % 3 == 0),
+    "mask_dim1": lambda m: (slice(None), m.tensor([True, False, True, True])),
+    "true": lambda m: True, "false": lambda m: False, "int_true": lambda m: (0, True),
+    "zero_d_mask": lambda m: m.tensor(True), "zero_d_mask_false": lambda m: m.tensor(False),
+}
+SETITEM_VALUES = ("number", "int", "same_shape", "broadcast", "leading_one", "zero_d",
+                  "float32", "zero_d_float32")
+
+
+def _setitem_value(m, kind, shape, rng):
+    if kind == "number":
+        return 2.5
+    if kind == "int":
+        return 7
+    shape = {"same_shape": shape, "broadcast": shape[-1:], "leading_one": (1,) + shape,
+             "zero_d": (), "float32": shape, "zero_d_float32": ()}[kind]
+    v = m.tensor(rng.uniform(-1, 1, shape), requires_grad=True)
+    return v.float().detach().requires_grad_() if "float32" in kind else v
+
+
+def _run_setitem(m, index, kind, on_view, device):
+    rng = np.random.default_rng(1)
+    x = m.tensor(np.random.default_rng(0).uniform(-1, 1, (3, 4, 5)), requires_grad=True,
+                 device=device)
+    y = x * 2
+    target = y[1:] if on_view else y
+    idx = index(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = target._version if m.__name__ == "torch" else target._version.value
+        try:
+            v = _setitem_value(m, kind, tuple(target[idx].shape), rng)
+            target[idx] = v
+        except (RuntimeError, IndexError, TypeError) as e:
+            return type(e), str(e)
+    after = target._version if m.__name__ == "torch" else target._version.value
+    w = np.arange(60.0).reshape(3, 4, 5) % 7 - 3
+    (y * m.tensor(w, device=device)).sum().backward()
+    vgrad = v.grad if isinstance(v, m.Tensor) else None
+    return (to_numpy(y), to_numpy(x.grad), None if vgrad is None else to_numpy(vgrad),
+            after - before, type(y.grad_fn).__name__, str(y.dtype).split(".")[-1])
+
+
+@pytest.mark.parametrize("form", sorted(SETITEM_INDICES))
+def test_setitem_every_index_form_matches_torch(form, device):
+    """``y[idx] = v`` on a graph tensor and on a view of one, for numbers and tensors (same
+    shape, broadcast, extra leading 1s, 0-d, another dtype): values, both gradients, the
+    version bump, the grad_fn torch records (CopySlices, IndexPutBackward0, ...), errors."""
+    torch = torch_or_skip()
+    for kind in SETITEM_VALUES:
+        for on_view in (False, True):
+            got = _run_setitem(gpugrad, SETITEM_INDICES[form], kind, on_view, device)
+            expected = _run_setitem(torch, SETITEM_INDICES[form], kind, on_view, "cpu")
+            where = f"{form}, {kind} value, {'view' if on_view else 'graph tensor'}"
+            if len(expected) == 2 or len(got) == 2:  # an error
+                assert got[0] is expected[0], f"{where}: {got} vs torch {expected}"
+                if expected[0] is not TypeError:
+                    assert got[1] == expected[1], where
+                continue
+            for a, b, what in zip(got[:3], expected[:3], ("values", "x.grad", "v.grad")):
+                assert (a is None) == (b is None), f"{where}: {what}"
+                if a is not None:
+                    assert_close(a, b, rtol=1e-6, atol=1e-6, msg=f"{where}: {what}")
+            assert got[3:] == expected[3:], f"{where}: version bump, grad_fn, dtype"
+
+
+SETITEM_GRADCHECK = [
+    ("int", 0, (3, 4)), ("slice_step", slice(None, None, 2), (4,)),
+    ("int_list", (1, [0, 2]), (2, 4)), ("mask", "mask", ()),
+    ("separated", ([0, 1], slice(1, 3), [3, 3]), (1, 2)), ("none_list", (None, [1]), (3, 4)),
+    ("true", True, (2, 3, 4)),
+]
+
+
+@pytest.mark.parametrize("idx, vshape", [pytest.param(i, s, id=n)
+                                         for n, i, s in SETITEM_GRADCHECK])
+def test_setitem_gradcheck(idx, vshape, device):
+    def f(x, v):
+        y = x * x
+        y[(x.detach() > 0) if isinstance(idx, str) else idx] = v * 3
+        return y
+
+    rng = np.random.default_rng(2)
+    x = gpugrad.tensor(rng.uniform(-1, 1, (2, 3, 4)), device=device, requires_grad=True)
+    v = gpugrad.tensor(rng.uniform(-1, 1, vshape), device=device, requires_grad=True)
+    assert gradcheck(f, (x, v))
+    assert gradgradcheck(f, (x, v))
+
+
+SETITEM_ERRORS = [
+    ("shape_mismatch", lambda m, x: x.__setitem__(0, m.ones(4, 3))),
+    ("too_many_value_dims", lambda m, x: x.__setitem__(0, m.ones(2, 3, 4))),
+    ("into_new_dim", lambda m, x: x.__setitem__((Ellipsis, None), m.ones(4))),
+    ("advanced_shape", lambda m, x: x.__setitem__([0, 1], m.ones(5))),
+    ("advanced_shape_before_dtype", lambda m, x: x.__setitem__([0, 1], m.ones(5).double())),
+    ("advanced_dtype", lambda m, x: x.__setitem__([0, 1], m.ones(4).double())),
+    ("out_of_bounds", lambda m, x: x.__setitem__(2, 1.0)),
+    ("advanced_out_of_bounds", lambda m, x: x.__setitem__((0, [0, 9]), 1.0)),
+    ("mask_shape", lambda m, x: x.__setitem__(m.tensor([True]), 1.0)),
+    ("float_index", lambda m, x: x.__setitem__(m.tensor([0.0]), 1.0)),
+    ("complex_value", lambda m, x: x.__setitem__(0, 1 + 2j)),
+    ("list_value", lambda m, x: x.__setitem__(0, [1.0, 2.0, 3.0, 4.0])),
+    ("array_value", lambda m, x: x.__setitem__(0, np.ones(4))),
+    ("str_value", lambda m, x: x.__setitem__(0, "a")),
+    ("slice_of_0d", lambda m, x: m.tensor(1.0)[:]),
+]
+
+
+@pytest.mark.parametrize("name, fn", SETITEM_ERRORS, ids=[n for n, _ in SETITEM_ERRORS])
+def test_setitem_errors_match_torch_and_change_nothing(name, fn, device):
+    """torch's exception type and message (TypeErrors: torch's text, gpugrad's type name);
+    the tensor, its version and its history are untouched."""
+    torch = torch_or_skip()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as expected:
+            fn(torch, _x(torch))
+        base = gpugrad.arange(24.0, device=device, requires_grad=True)
+        x = (base * 1).reshape(2, 3, 4)
+        node, before = x.grad_fn, x.tolist()
+        with pytest.raises(type(expected.value)) as got:
+            fn(gpugrad, x)
+    message = str(expected.value).replace("torch.", "gpugrad.").replace("FloatTensor",
+                                                                          "FloatTensor")
+    assert message in str(got.value), f"torch: {expected.value}\ngpugrad: {got.value}"
+    assert x.tolist() == before and x._version.value == 0 and x.grad_fn is node
+
+
+def test_setitem_false_writes_and_checks_nothing(lib):
+    x = lib.zeros(2, 3)
+    x[False] = lib.ones(7)  # torch: an empty selection, not even a shape check
+    assert x._version == 0 if lib.name == "torch" else x._version.value == 0
+    x[True] = lib.ones(3)
+    assert x.sum().item() == 6.0
+
+
+def test_setitem_casts_basic_writes_and_one_mask_fills(lib):
+    x = lib.zeros(2, 3, dtype=lib.int64)
+    x[0] = 2.7  # basic writes cast (truncating) like copy_
+    x[1, [0]] = 3.9  # a number is cast by index_put_ too
+    assert x.tolist() == [[2, 2, 2], [3, 0, 0]]
+    y = lib.zeros(2, 3, dtype=lib.float64, requires_grad=True) * 1
+    v = lib.tensor(1.5, requires_grad=True)  # float32: cast, since this runs as masked_fill_
+    y[y == 0] = v
+    y.sum().backward()
+    assert y.dtype == lib.float64 and v.grad.item() == 6.0 and v.grad.dtype == lib.float32
+
+
+def test_fill_with_a_0d_tensor_gives_it_the_gradient(lib):
+    x = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    v = lib.tensor(2.0, requires_grad=True)
+    y = x * 1
+    y.fill_(v)
+    assert type(y.grad_fn).__name__ == "FillBackward3"
+    (y * lib.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert v.grad.item() == 6.0 and x.grad.tolist() == [0.0, 0.0, 0.0]
+    z = x * 1
+    z.fill_(1.0)
+    assert type(z.grad_fn).__name__ == "FillBackward2"
+
+
+def test_where_forms(lib):
+    c = lib.tensor([[True, False], [False, True]])
+    rows, cols = lib.where(c)  # torch.where(cond) is nonzero(as_tuple=True)
+    assert rows.tolist() == [0, 1] and cols.tolist() == [0, 1] and rows.dtype == lib.int64
+    assert [t.tolist() for t in lib.where(lib.tensor(True))] == [[0]]
+    x = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = lib.where(c, x, 0.0) + lib.where(c, 1.0, x * 2)
+    assert y.tolist() == [[2.0, 4.0], [6.0, 5.0]]
+    y.sum().backward()
+    assert x.grad.tolist() == [[1.0, 2.0], [2.0, 1.0]]
+    assert lib.where(c, 1, 0).dtype == lib.int64
+
+
+def test_augmented_assignment_on_graph_tensors(lib):
+    x = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = x * 1
+    y += 1
+    y *= x
+    y -= 2
+    y /= 3
+    y **= 2
+    y[1:] += x[:2]
+    y[[0]] *= 2
+    y.sum().backward()
+    assert type(y.grad_fn).__name__ == "IndexPutBackward0"
+    g = x.grad.tolist()
+    xs = [1.0, 2.0, 3.0]
+    # y_i = ((x_i + 1) x_i - 2)^2 / 9 (+ x_{i-1} for i > 0), then y_0 doubled
+    d = [2 * ((a + 1) * a - 2) * (2 * a + 1) / 9 for a in xs]
+    expected = [2 * d[0] + 1, d[1] + 1, d[2]]
+    assert np.allclose(g, expected)

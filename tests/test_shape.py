@@ -232,6 +232,51 @@ CASES = [
     Case("pad_circular", lambda m, x: nnf(m).pad(x, (1, 2), mode="circular"), X3),
     Case("pad_circular_2d", lambda m, x: nnf(m).pad(x, (3, 1, 1, 2), mode="circular"),
          (1, 2, 3, 3)),
+    # ops that change nothing still return a new view (torch: `x.reshape(x.shape) is x` is
+    # False), with torch's node
+    V("reshape_same", lambda m, x: x.reshape(x.shape), X3),
+    V("view_same", lambda m, x: x.view(2, 3, 4), X3),
+    V("expand_same", lambda m, x: x.expand(2, 3), S),
+    V("expand_as_self", lambda m, x: x.expand_as(x), S),
+    V("broadcast_to_same", lambda m, x: m.broadcast_to(x, (2, 3)), S),
+    V("squeeze_nothing", lambda m, x: x.squeeze(), S),
+    V("squeeze_dim_nothing", lambda m, x: x.squeeze(0), S),
+    V("squeeze_dims_nothing", lambda m, x: x.squeeze((0, 1)), S),
+    V("squeeze_0d", lambda m, x: x.squeeze(), ()),
+    V("transpose_same_dim", lambda m, x: x.transpose(1, 1), S),
+    V("transpose_0d", lambda m, x: x.transpose(0, -1), ()),
+    V("t_1d", lambda m, x: x.t(), (3,)),
+    V("t_0d", lambda m, x: m.t(x), ()),
+    # atleast_nd and the numpy-style stacks
+    V("atleast_1d_0d", lambda m, x: m.atleast_1d(x), ()),
+    Case("atleast_1d_many", lambda m, x, y: m.atleast_1d(x, y), (), S, views=None),
+    Case("atleast_1d_list", lambda m, x, y: m.atleast_1d([x, y]), (3,), (), views=None),
+    V("atleast_2d_1d", lambda m, x: m.atleast_2d(x), (3,)),
+    Case("atleast_2d_tuple", lambda m, x, y, z: m.atleast_2d((x, y, z)), (), (3,), X3,
+         views=None),
+    V("atleast_3d_2d", lambda m, x: m.atleast_3d(x), S),
+    Case("atleast_3d_many", lambda m, x, y, z: m.atleast_3d(x, y, z), (), (3,), X3,
+         views=None),
+    Case("hstack", lambda m, x, y: m.hstack([x, y]), S, (2, 1)),
+    Case("hstack_1d", lambda m, x, y: m.hstack((x, y, x)), (3,), ()),
+    Case("vstack", lambda m, x, y: m.vstack([x, y, y]), S, (3,)),
+    Case("row_stack", lambda m, x, y: m.row_stack([x, y]), (3,), (3,)),
+    Case("dstack", lambda m, x, y: m.dstack([x, y]), S, S),
+    Case("dstack_3d", lambda m, x, y: m.dstack([x, y]), X3, (2, 3, 1)),
+    Case("dstack_1d", lambda m, x, y: m.dstack([x, y]), (3,), (3,)),
+    Case("column_stack", lambda m, x, y, z: m.column_stack([x, y, z]), (2,), S, (2,)),
+    Case("column_stack_0d", lambda m, x, y: m.column_stack((x, y)), (), ()),
+    # tensor_split family: plain slices (writable views, unlike split's)
+    V("tensor_split_sections", lambda m, x: m.tensor_split(x, 3), (5, 3)),
+    V("tensor_split_indices", lambda m, x: m.tensor_split(x, [1, 9, 2, -1], dim=0), (5, 3)),
+    V("tensor_split_method_dim", lambda m, x: x.tensor_split(3, 1), (2, 4)),
+    V("tensor_split_tensor", lambda m, x: m.tensor_split(x, m.tensor([1, 3]), -1), X3),
+    V("tensor_split_0d_tensor", lambda m, x: m.tensor_split(x, m.tensor(2), 1), X3),
+    V("tensor_split_more_than_size", lambda m, x: m.tensor_split(x, 5), (3,)),
+    V("hsplit", lambda m, x: m.hsplit(x, 2), (3, 4)),
+    V("hsplit_1d", lambda m, x: x.hsplit([1, 3]), (4,)),
+    V("vsplit", lambda m, x: m.vsplit(x, [2]), (5, 2)),
+    V("dsplit", lambda m, x: x.dsplit(2), X3),
 ]
 
 CASE_IDS = [pytest.param(c, id=c.name) for c in CASES]
@@ -614,6 +659,30 @@ ERRORS = [
         S, RuntimeError, r"non-zero dimensions for input, but got: \[2, 0\]"),
     Err("pad_circular_wraps", lambda m, x: m.nn.functional.pad(x[None], (4, 0), "circular"),
         S, RuntimeError, "Padding value causes wrapping around more than once"),
+    Err("hstack_nothing", lambda m, x: m.hstack([]), S, RuntimeError,
+        "hstack expects a non-empty TensorList"),
+    Err("vstack_a_tensor", lambda m, x: m.vstack(x), S, TypeError,
+        "must be tuple of Tensors, not Tensor"),
+    Err("column_stack_nothing", lambda m, x: m.column_stack([]), S, RuntimeError,
+        "column_stack expects a non-empty TensorList"),
+    Err("tensor_split_zero", lambda m, x: m.tensor_split(x, 0), S, RuntimeError,
+        "number of sections must be larger than 0, got 0"),
+    Err("tensor_split_0d", lambda m, x: x.sum().tensor_split(2), S, RuntimeError,
+        "tensor_split expected at least a 1-dimensional tensor, but got a tensor with 0 dims"),
+    Err("tensor_split_float_tensor", lambda m, x: x.tensor_split(m.tensor([1.0])), S,
+        RuntimeError, "to have dtype of long, but got Float"),
+    Err("tensor_split_2d_tensor", lambda m, x: x.tensor_split(m.tensor([[1]])), S,
+        RuntimeError, "to be a zero-dimensional or one-dimensional tensor, but got a tensor "
+        "with 2 dims"),
+    Err("hsplit_uneven", lambda m, x: m.hsplit(x, 2), S, RuntimeError,
+        r"torch\.hsplit attempted to split along dimension 1, but the size of the dimension 3 "
+        r"is not divisible by the split_size 2!"),
+    Err("vsplit_1d", lambda m, x: m.vsplit(x[0], 1), S, RuntimeError,
+        "torch.vsplit requires a tensor with at least 2 dimension, but got a tensor with 1 "
+        "dimensions!"),
+    Err("dsplit_2d", lambda m, x: x.dsplit(1), S, RuntimeError,
+        "torch.dsplit requires a tensor with at least 3 dimension, but got a tensor with 2 "
+        "dimensions!"),
 ]
 
 
@@ -662,3 +731,49 @@ def test_grad_fn_names_match_torch(lib):
         "roll": "RollBackward0", "flip": "FlipBackward0", "view": "ViewBackward0",
         "flatten": "ViewBackward0", "movedim": "PermuteBackward0",
         "pad": "ConstantPadNdBackward0"}
+
+
+def test_ops_that_change_nothing_return_new_views_named_as_torch(lib):
+    x = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    s = lib.tensor(1.0, requires_grad=True)
+    v = lib.tensor([1.0, 2.0], requires_grad=True)
+    results = {
+        "reshape": x.reshape(x.shape), "view": x.view(2, 2), "expand": x.expand(2, 2),
+        "expand_as": x.expand_as(x), "squeeze": x.squeeze(), "squeeze_dim": x.squeeze(0),
+        "squeeze_dims": x.squeeze((0, 1)), "transpose": x.transpose(0, 0),
+        "permute": x.permute(0, 1), "t_1d": v.t(), "t_0d": s.t(), "T_0d": s.permute(()),
+        "squeeze_0d": s.squeeze(), "flatten_0d": s.flatten(), "transpose_0d": s.transpose(0, -1),
+    }
+    assert not any(y is x or y is s or y is v for y in results.values())
+    assert {k: type(y.grad_fn).__name__ for k, y in results.items()} == {
+        "reshape": "ViewBackward0", "view": "ViewBackward0", "expand": "ExpandBackward0",
+        "expand_as": "ExpandBackward0", "squeeze": "SqueezeBackward0",
+        "squeeze_dim": "SqueezeBackward1", "squeeze_dims": "SqueezeBackward2",
+        "transpose": "TransposeBackward0", "permute": "PermuteBackward0", "t_1d": "TBackward0",
+        "t_0d": "TBackward0", "T_0d": "PermuteBackward0", "squeeze_0d": "SqueezeBackward0",
+        "flatten_0d": "ViewBackward0", "transpose_0d": "TransposeBackward0"}
+    # torch returns the input itself here
+    assert x.flatten(1, 1) is x and x.contiguous() is x and lib.atleast_1d(v) is v
+    y = lib.ones(2, 3)
+    z = y.reshape(2, 3)
+    z[0] = 5.0  # a new view, still sharing memory and the version counter
+    assert y.tolist()[0] == [5.0] * 3 and z._version == y._version
+
+
+def test_new_join_grad_fn_names_match_torch(lib):
+    x = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    got = [type(y.grad_fn).__name__ for y in (
+        lib.hstack([x, x]), lib.vstack([x, x]), lib.dstack([x, x]), lib.column_stack([x, x]),
+        lib.tensor_split(x, 2)[0], x.hsplit(2)[1], lib.atleast_3d(x))]
+    assert got == ["CatBackward0"] * 4 + ["SliceBackward0"] * 2 + ["UnsqueezeBackward0"]
+
+
+def test_tril_and_triu_in_place(lib):
+    x = lib.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = x * 1
+    assert y.tril_() is y and y.tolist() == [[1.0, 0.0], [3.0, 4.0]]
+    z = x * 1
+    z.triu_(1)
+    (y.sum() + z.sum()).backward()
+    assert type(y.grad_fn).__name__ == "TrilBackward0"
+    assert x.grad.tolist() == [[1.0, 1.0], [1.0, 1.0]]

@@ -4,7 +4,8 @@
 on and a tensor input requires grad, the ctx becomes the outputs' ``grad_fn`` node, linked to
 the inputs' nodes. In the reverse pass the engine calls ``MyOp.backward(ctx, *grads)``, with
 grad mode set to ``create_graph``: a backward written with tensor operations is itself
-recorded, which is how gradients of gradients work.
+recorded, which is how gradients of gradients work. Inside a dual level (forward_ad.py),
+``apply`` also runs ``MyOp.jvp(ctx, *tangents)`` to give the outputs their tangents.
 """
 from __future__ import annotations
 
@@ -71,6 +72,8 @@ class _Saved:
         t._version = self.version_counter
         if self.requires_grad:
             t.grad_fn, t._output_nr, t._requires_grad = node, self.output_nr, True
+        if node._fw_out_tangents is not None:  # the output had a tangent: keep it
+            _restore_tangent(t, node._fw_out_tangents, self.output_nr)
         return t
 
 
@@ -95,6 +98,12 @@ class BackwardNode(Node):
     _output_meta = ()  # per output: (shape, dtype, device) for materialized zeros
     _arg_positions = ()  # positions of tensor arguments among forward's args
     _n_args = 0
+    # Forward-mode AD (see forward_ad.py): tensors given to save_for_forward, whether jvp is
+    # running (saved_tensors then returns them), and (level, {output_nr: tangent}) so that
+    # outputs saved for backward unpack with their tangent (forward-over-reverse).
+    _to_save_fw = None
+    _in_jvp = False
+    _fw_out_tangents = None
 
     def __init__(self) -> None:
         self._seq = next(_sequence)
@@ -104,9 +113,16 @@ class BackwardNode(Node):
         """Save tensors (or None) for ``backward``; read them back with ``saved_tensors``."""
         self._to_save = tensors
 
+    def save_for_forward(self, *tensors) -> None:
+        """Save tensors (or None) for ``jvp``, which reads them back with ``saved_tensors``."""
+        self._to_save_fw = tensors
+
     @property
     def saved_tensors(self) -> tuple:
-        """The tensors given to ``save_for_backward``; checked against in-place changes."""
+        """The tensors given to ``save_for_backward`` (in ``jvp``: to ``save_for_forward``);
+        checked against in-place changes."""
+        if self._in_jvp and self._to_save_fw is not None:
+            return tuple(self._to_save_fw)
         if self._released:
             raise RuntimeError(f"{_FREED} (in {self.name()})")
         saved = self._saved
@@ -131,6 +147,11 @@ class BackwardNode(Node):
         return len(self._output_meta)
 
     def _apply(self, grads: list):
+        if _fw_enabled and not _state.enabled:
+            # A dual level is active but this backward is not recorded: the engine then sums
+            # gradients on raw arrays, which would drop part of their tangents. Computing none
+            # (rather than wrong ones) is the safe choice; create_graph=True gives them.
+            return _without_forward_ad(self._apply, grads)
         if self.materialize_grads:
             for i, g in enumerate(grads):
                 if g is None and self._output_meta[i] is not None:  # None: not a tensor
@@ -227,9 +248,19 @@ class Function(metaclass=_FunctionMeta):
 
     vjp = backward
 
+    @staticmethod
+    def jvp(ctx, *grad_inputs):
+        """Given one tangent per input (None for non-tensors), return one per output (forward
+        mode AD, see ``gpugrad.autograd.forward_ad``). ``forward`` keeps what it needs with
+        ``ctx.save_for_forward``."""
+        raise NotImplementedError("You must implement the jvp function for custom "
+                                  "autograd.Function to use it with forward mode AD.")
+
     @classmethod
     def apply(cls, *args, **kwargs):
         """Run the function on ``args``, recording it in the graph when grad is needed."""
+        if _fw_enabled:  # a dual level is active: forward_ad may have tangents to push
+            return _dual_apply(cls, args, kwargs)
         if kwargs:  # as in torch: arguments given by name take their forward() position
             args, kwargs = _bind_kwargs(cls, args, kwargs)
         positions = [i for i, a in enumerate(args) if isinstance(a, _Tensor)]
@@ -271,6 +302,59 @@ class Function(metaclass=_FunctionMeta):
 
 
 _NO_GRAD = [(False,) * n for n in range(8)]
+
+# Forward-mode AD hooks, set by forward_ad.py: the flag is True only while a dual level is
+# active (and off while a forward or jvp runs inside it), so apply() pays one global read.
+_fw_enabled = False
+_dual_apply = None
+_restore_tangent = None
+
+
+def _without_forward_ad(fn, *args):
+    """Run ``fn(*args)`` with forward-mode AD paused (no tangents are computed)."""
+    global _fw_enabled
+    prev, _fw_enabled = _fw_enabled, False
+    try:
+        return fn(*args)
+    finally:
+        _fw_enabled = prev
+
+
+def _apply_with_tangents(cls, args, kwargs, has_tangent):
+    """``apply`` for inputs some of which carry tangents (``has_tangent[i]``); returns
+    ``(ctx, outputs)``. It mirrors ``apply``, except that ``needs_input_grad`` is also True
+    for inputs with a tangent, so that forward saves what ``jvp`` (or a built-in jvp reusing
+    ``backward``) needs. Kept apart so that apply's hot path stays as it is."""
+    positions = [i for i, a in enumerate(args) if isinstance(a, _Tensor)]
+    if len(positions) > 1:
+        _check_same_device(cls, args, positions)
+    record = False
+    if _state.enabled:
+        for i in positions:
+            a = args[i]
+            if a._base is not None:
+                _refresh_view(a)
+            if a._requires_grad:
+                record = True
+    ctx = cls._backward_cls()
+    ctx.needs_input_grad = tuple(
+        has_tangent[i] or (record and i in positions and args[i]._requires_grad)
+        for i in range(len(args)))
+    prev = _state.enabled
+    _state.enabled = False
+    try:
+        outputs = cls.forward(ctx, *args, **kwargs)
+    except _cuda_error_types() as e:
+        raise _cuda_error(e, cls) from e
+    finally:
+        _state.enabled = prev
+    if not record:
+        if ctx._dirty:
+            for t in (outputs if isinstance(outputs, tuple) else (outputs,)):
+                if isinstance(t, _Tensor) and id(t) in ctx._dirty:
+                    t._version.value += 1
+        return ctx, outputs
+    return ctx, _record(ctx, args, positions, outputs)
 
 
 def _bind_kwargs(cls, args, kwargs):
@@ -386,3 +470,8 @@ class _OnceDifferentiableError(Function):
     def backward(ctx, *grads):
         raise RuntimeError("trying to differentiate twice a function that was marked with "
                            "@once_differentiable")
+
+    @staticmethod
+    def jvp(ctx, *tangents):  # forward-over-reverse reached the gradient: differentiating it
+        raise RuntimeError("trying to differentiate twice a function that was marked with "
+                           "@once_differentiable (a forward-mode tangent reached its gradient)")

@@ -30,6 +30,8 @@ from .shape import (broadcast_to, expand, flip, permute, reshape,  # noqa: F401
 from .shape import (expand_as, flatten, movedim, moveaxis, narrow, repeat,  # noqa: F401
                     reshape_as, roll, select, tile, unflatten, view_as)
 from .join import cat, chunk, concat, concatenate, split, stack, unbind  # noqa: F401
+from .join import (atleast_1d, atleast_2d, atleast_3d, column_stack, dsplit,  # noqa: F401
+                   dstack, hsplit, hstack, row_stack, tensor_split, vsplit, vstack)
 from .triangular import diagonal, trace, tril, triu  # noqa: F401
 
 
@@ -102,7 +104,8 @@ _METHODS = {
     "unflatten": unflatten, "movedim": movedim, "moveaxis": movedim, "narrow": narrow,
     "select": select, "repeat": repeat, "tile": tile, "roll": roll, "split": split,
     "chunk": chunk, "unbind": unbind, "diagonal": diagonal, "trace": trace, "tril": tril,
-    "triu": triu,
+    "triu": triu, "tensor_split": tensor_split, "hsplit": hsplit, "vsplit": vsplit,
+    "dsplit": dsplit,
     # copies
     "clone": clone, "contiguous": contiguous,
     # in place
@@ -126,6 +129,8 @@ _INPLACE = {
     # indexing
     "scatter_": scatter, "scatter_add_": scatter_add, "index_add_": index_add,
     "index_fill_": index_fill, "masked_fill_": masked_fill, "index_put_": index_put,
+    # shape
+    "tril_": tril, "triu_": triu,
 }
 
 _OPERATORS = {

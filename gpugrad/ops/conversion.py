@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import _backend
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import make, xp_of
 
 
@@ -24,6 +25,8 @@ class ToCopy(Function):
         elif copy:
             a = a.copy()
         return make(a)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -54,6 +57,8 @@ class Clone(Function):
     def forward(ctx, x):
         return make(x._data.copy())
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         return g
@@ -72,6 +77,8 @@ class Contiguous(Function):
     @staticmethod
     def forward(ctx, x):
         return make(xp_of(x._data).ascontiguousarray(x._data))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):

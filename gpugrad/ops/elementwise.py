@@ -15,6 +15,7 @@ from .._tensor import Tensor
 from .._kernels import erf as _erf_numpy
 from .._kernels import kernels as _K
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from . import fused
 from ._util import binary_arrays, check_operand, float_array, is_scalar, make, xp_of
 
@@ -37,6 +38,8 @@ class Add(Function):
         x, y, _ = binary_arrays("add", a, b)
         ctx.alpha = alpha
         return make(x + y if alpha == 1 else x + alpha * y)
+
+    jvp = _rules.self_adjoint
 
     @staticmethod
     def backward(ctx, g):
@@ -63,6 +66,8 @@ class Sub(Function):
         ctx.alpha = alpha
         return make(x - y if alpha == 1 else x - alpha * y)
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         na, nb = ctx.needs_input_grad[:2]
@@ -84,11 +89,15 @@ class Mul(Function):
         ctx.scalars = (a if is_scalar(a) else None, b if is_scalar(b) else None)
         return make(x * y)
 
+    jvp = _rules.multilinear
+
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         sa, sb = ctx.scalars
         na, nb = ctx.needs_input_grad
+        if na and nb and a is not None and b is not None:
+            return fused.MulBackward.call(g, a, b)  # both in one kernel
         return (g * (b if b is not None else sb) if na else None,
                 g * (a if a is not None else sa) if nb else None)
 
@@ -116,6 +125,8 @@ class Div(Function):
         ctx.scalar_a = a if is_scalar(a) else None
         ctx.scalar_b = b if is_scalar(b) else None
         return make(x / y)
+
+    jvp = _rules.self_adjoint
 
     @staticmethod
     def backward(ctx, g):
@@ -154,6 +165,8 @@ class FloorDivide(Function):
         ctx.shapes = (a.shape if isinstance(a, Tensor) else None)
         return make(out.astype(dt.np) if hasattr(out, "astype") else out)
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         z = g * 0
@@ -172,13 +185,18 @@ class Remainder(Function):
         ctx.scalars = (a, b)
         return make(_xp2(x, y).remainder(x, y))
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        a = a if a is not None else ctx.scalars[0]
-        b = b if b is not None else ctx.scalars[1]
         na, nb = ctx.needs_input_grad
-        return (g if na else None, -g * floor_divide(a, b) if nb else None)
+        if not nb:
+            return g if na else None, None
+        # -g * floor(a / b) in one kernel (b is a tensor when it needs a gradient)
+        gb = (fused.RemainderBackward.call(g, a, b) if a is not None else
+              fused.RRemainderBackward.call(g, b, ctx.scalars[0]))
+        return g if na else None, gb
 
 
 class Neg(Function):
@@ -192,6 +210,8 @@ class Neg(Function):
                                "If you are trying to invert a mask, use the `~` or "
                                "`logical_not()` operator instead.")
         return make(-x._data)
+
+    jvp = _rules.self_adjoint
 
     @staticmethod
     def backward(ctx, g):
@@ -219,6 +239,8 @@ class Pow(Function):
         ctx.scalars = (a if is_scalar(a) else None, b if is_scalar(b) else None)
         return out
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         a, b, out = ctx.saved_tensors
@@ -238,7 +260,7 @@ class Pow(Function):
         if nb:  # scalar ** tensor
             # log(0) is -inf; torch takes the gradient as 0 where the exponent is >= 0
             gb = (fused.RpowBackward.call(g, out, math.log(sa) if sa > 0 else math.nan)
-                  if sa != 0 else where(b >= 0, 0.0, g * -math.inf))
+                  if sa != 0 else fused.RpowZeroBackward.call(g, b, -math.inf))
         return ga, gb
 
 
@@ -274,6 +296,7 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
 
     cls = type(name, (Function,), {"_builtin": True, "__doc__": doc,
                                    "forward": staticmethod(fwd), "backward": staticmethod(bwd),
+                                   "jvp": _rules.self_adjoint,
                                    "__module__": __name__})
     return cls
 
@@ -358,6 +381,8 @@ class LeakyRelu(Function):
         ctx.slope = slope
         return make(_K.leaky_relu(a, slope))
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
@@ -378,6 +403,8 @@ class Elu(Function):
         ctx.save_for_backward(x)  # the backward kernel needs x only
         ctx.alpha = alpha
         return make(_K.elu(float_array(x), alpha))
+
+    jvp = _rules.self_adjoint
 
     @staticmethod
     def backward(ctx, g):
@@ -400,6 +427,8 @@ class Gelu(Function):
         ctx.approximate = approximate
         a = float_array(x)
         return make(_K.gelu_tanh(a) if approximate == "tanh" else _K.gelu(a))
+
+    jvp = _rules.self_adjoint
 
     @staticmethod
     def backward(ctx, g):
@@ -426,6 +455,8 @@ class Softplus(Function):
         ctx.params = (beta, threshold)
         return make(_K.softplus(float_array(x), beta, threshold))
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
@@ -436,6 +467,16 @@ class Softplus(Function):
 def softplus(input, beta: float = 1.0, threshold: float = 20.0):
     """Smooth approximation of ReLU."""
     return Softplus.apply(input, float(beta), float(threshold))
+
+
+LogSigmoid = _unary("LogSigmoid", lambda xp, a: _K.logsigmoid(a),
+                    lambda g, x, y: fused.LogsigmoidBackward.call(g, x),
+                    doc="log(sigmoid(x)), one kernel each way")
+
+
+def logsigmoid(input):
+    """``log(sigmoid(x))``, stable on both tails (one kernel forward, one backward)."""
+    return _float_op(LogSigmoid, input)
 
 
 # ---- clamp, maximum, minimum, where, lerp ------------------------------------------------------
@@ -455,6 +496,8 @@ class Clamp(Function):
         ctx.bounds = (lo, hi)
         return make(out)
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
@@ -468,13 +511,49 @@ def clamp(input, min=None, max=None):  # noqa: A002 - torch's names
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = input
-        if min is not None:
-            out = maximum(out, min if isinstance(min, Tensor) else _full_like(input, min))
-        if max is not None:
-            out = minimum(out, max if isinstance(max, Tensor) else _full_like(input, max))
-        return out
+        # a number beside a tensor bound: a 0-d tensor (the kernel broadcasts it)
+        lo = min if min is None or isinstance(min, Tensor) else _scalar_like(input, min)
+        hi = max if max is None or isinstance(max, Tensor) else _scalar_like(input, max)
+        return ClampTensor.apply(input, lo, hi)
     return Clamp.apply(input, min, max)
+
+
+def _scalar_like(t, value):
+    return make(xp_of(t._data).asarray(value, dtype=t._data.dtype))
+
+
+class ClampTensor(Function):
+    """``clamp`` with tensor bounds (``min`` or ``max`` may be None), as torch: ``min(max(x,
+    lo), hi)``; one kernel forward and one backward (torch's clamp_backward_min_max)."""
+    _builtin = True
+    _node_name = "ClampBackward0"
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        bounds = [b for b in (lo, hi) if b is not None]
+        dt = _dtypes.result_type(x, *bounds)
+        ctx.save_for_backward(x, lo, hi)
+        if dt.category != 2:  # integers and bools: exact, and without gradient
+            xp = xp_of(x._data)
+            out = x._data if lo is None else xp.maximum(x._data, lo._data)
+            out = out if hi is None else xp.minimum(out, hi._data)
+            return make(out.astype(dt.np, copy=False))
+        # torch's result dtype (a 0-d float64 bound leaves a float32 x float32)
+        xs = [t._data.astype(dt.np, copy=False) for t in [x] + bounds]
+        if lo is not None and hi is not None:
+            return make(_K.clamp_tensor(*xs))
+        return make((_K.clamp_min_tensor if lo is not None else _K.clamp_max_tensor)(*xs))
+
+    jvp = _rules.self_adjoint
+
+    @staticmethod
+    def backward(ctx, g):
+        x, lo, hi = ctx.saved_tensors
+        bounds = [b for b in (lo, hi) if b is not None]
+        grads = iter(fused.ClampTensorBackward.for_bounds(lo, hi).call(g, x, *bounds))
+        gx = next(grads)
+        return gx, (next(grads) if lo is not None else None), \
+            (next(grads) if hi is not None else None)
 
 
 clip = clamp
@@ -490,10 +569,6 @@ def clamp_max(input, max):  # noqa: A002
     return clamp(input, max=max)
 
 
-def _full_like(t, value):
-    return make(xp_of(t._data).full(t._data.shape, value, dtype=t._data.dtype))
-
-
 class _MaxMin(Function):
     _builtin = True
     _take_max = True
@@ -504,6 +579,8 @@ class _MaxMin(Function):
         xp = xp_of(x)
         ctx.save_for_backward(a, b)
         return make(xp.maximum(x, y) if cls._take_max else xp.minimum(x, y))
+
+    jvp = _rules.self_adjoint
 
     @classmethod
     def backward(cls, ctx, g):
@@ -551,12 +628,16 @@ class Where(Function):
         ctx.save_for_backward(cond)
         return make(xp_of(c).where(c, x, y))
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         cond, = ctx.saved_tensors
         _, na, nb = ctx.needs_input_grad
-        zero = g * 0 if (na or nb) else None
-        return (None, where(cond, g, zero) if na else None, where(cond, zero, g) if nb else None)
+        if na and nb:
+            return (None, *fused.WhereBackward.call(g, cond))  # both in one kernel
+        # zeros where not chosen (not g * 0, which keeps NaN), as torch
+        return (None, where(cond, g, 0.0) if na else None, where(cond, 0.0, g) if nb else None)
 
 
 def where(condition, input=None, other=None):
@@ -581,19 +662,25 @@ class Lerp(Function):
     @staticmethod
     def forward(ctx, start, end, weight):
         s, e, _ = binary_arrays("lerp", start, end)
-        w = weight._data if isinstance(weight, Tensor) else weight
         ctx.save_for_backward(start, end, weight if isinstance(weight, Tensor) else None)
         ctx.scalar_w = weight if is_scalar(weight) else None
-        return make(s + w * (e - s))
+        if isinstance(weight, Tensor):  # one kernel, in torch's exact-at-both-ends form
+            return make(_K.lerp(s, e, weight._data))
+        return make(_K.lerp_scalar(s, e, weight))
+
+    jvp = _rules.self_adjoint
 
     @staticmethod
     def backward(ctx, g):
         start, end, w = ctx.saved_tensors
         ns, ne, nw = ctx.needs_input_grad
-        if w is None:
-            w = ctx.scalar_w
-        return (g * (1 - w) if ns else None, g * w if ne else None,
-                g * (end - start) if nw else None)
+        if w is not None:  # all three in one kernel (those not needed are dropped)
+            ga, gb, gw = fused.LerpBackward.call(g, start, end, w)
+            return ga if ns else None, gb if ne else None, gw if nw else None
+        w = ctx.scalar_w
+        if ns and ne:
+            return (*fused.LerpScalarBackward.call(g, w), None)
+        return g * (1 - w) if ns else None, g * w if ne else None, None
 
 
 def lerp(input, end, weight):

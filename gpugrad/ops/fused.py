@@ -20,6 +20,7 @@ from .._kernels import kernels as K
 from .._tensor import Tensor
 from ..autograd import grad_mode
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import make
 
 _state = grad_mode.state
@@ -32,6 +33,7 @@ class KernelFunction(Function):
 
     _builtin = True
     kernel = ""
+    jvp = _rules.self_adjoint  # elementwise in every input: J v = backward(v)
 
     @classmethod
     def forward(cls, ctx, *args):
@@ -323,3 +325,132 @@ class MaximumBackward(_MaxMinBackward):
 class MinimumBackward(_MaxMinBackward):
     kernel = "minimum_backward"
     _take_max = False
+
+
+# ---- product, where, lerp, remainder, 0 ** x ------------------------------------------------------
+class MulBackward(KernelFunction):
+    """Both gradients of ``y = a * b`` in one launch: ``gy * b`` and ``gy * a``."""
+    kernel = "mul_backward"
+
+    @staticmethod
+    def backward(ctx, gga, ggb):
+        gy, a, b = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        # ga = gy b, gb = gy a: d/dgy = gga b + ggb a, d/da = ggb gy, d/db = gga gy
+        return (gga * b + ggb * a if need[0] else None,
+                ggb * gy if need[1] else None,
+                gga * gy if need[2] else None)
+
+
+class WhereBackward(KernelFunction):
+    """Both gradients of ``where(c, a, b)`` in one launch (zeros where not chosen)."""
+    kernel = "where_backward"
+
+    @staticmethod
+    def backward(ctx, gga, ggb):
+        gy, c = ctx.saved_tensors
+        # linear in gy: ga + gb routes gga where c holds and ggb elsewhere
+        return (_where(c, gga, ggb) if ctx.needs_input_grad[0] else None), None
+
+
+class LerpBackward(KernelFunction):
+    """The three gradients of ``lerp(a, b, w)`` (w a tensor) in one launch."""
+    kernel = "lerp_backward"
+
+    @staticmethod
+    def backward(ctx, gga, ggb, ggw):
+        gy, a, b, w = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        # ga = gy (1 - w), gb = gy w, gw = gy (b - a)
+        return (gga * (1 - w) + ggb * w + ggw * (b - a) if need[0] else None,
+                -(ggw * gy) if need[1] else None,
+                ggw * gy if need[2] else None,
+                (ggb - gga) * gy if need[3] else None)
+
+
+class LerpScalarBackward(KernelFunction):
+    """Both gradients of ``lerp(a, b, w)`` for a number ``w`` in one launch."""
+    kernel = "lerp_scalar_backward"
+
+    @staticmethod
+    def backward(ctx, gga, ggb):
+        w = ctx.scalars[1]
+        return (gga * (1 - w) + ggb * w if ctx.needs_input_grad[0] else None), None
+
+
+class RemainderBackward(KernelFunction):
+    """``gb`` of ``remainder(a, b)`` (two tensors): ``-gy * floor(a / b)``; piecewise
+    constant in a and b, so only ``gy`` has a second-order gradient."""
+    kernel = "remainder_backward"
+
+    @staticmethod
+    def backward(ctx, ggb):
+        _, a, b = ctx.saved_tensors
+        return (RemainderBackward.call(ggb, a, b) if ctx.needs_input_grad[0] else None,
+                None, None)
+
+
+RRemainderBackward = _linear("RRemainderBackward", "rremainder_backward", None,
+                             "gb of remainder(a, b) for a number a: -gy * floor(a / b)")
+RpowZeroBackward = _linear("RpowZeroBackward", "rpow_zero_backward", None,
+                           "gb of 0 ** b: 0 where b >= 0, else gy * -inf (as torch)")
+
+
+# ---- logsigmoid, clamp with tensor bounds ---------------------------------------------------------
+def _logsigmoid_second(gg, gy, x):
+    s = x.sigmoid()  # d/dx sigmoid(-x) = -s (1 - s)
+    return -(gg * gy * s * (1 - s))
+
+
+LogsigmoidBackward = _linear("LogsigmoidBackward", "logsigmoid_backward", _logsigmoid_second,
+                             "gy * sigmoid(-x)")
+
+
+class ClampTensorBackward(KernelFunction):
+    """The gradients of ``clamp(x, lo, hi)`` with tensor bounds (``lo`` or ``hi`` may be
+    missing: the kernel without it) in one launch. Piecewise linear: only ``gy`` has a
+    second-order gradient, the sum of the incoming ones, each where its mask holds."""
+
+    @classmethod
+    def for_bounds(cls, lo, hi):
+        """The subclass for the bounds given."""
+        return _CLAMP[lo is not None, hi is not None]
+
+    @classmethod
+    def masks(cls, x, lo, hi):
+        """The masks of x, lo, hi's gradients (as the kernel's, in tensor ops)."""
+        if lo is not None and hi is not None:
+            return (x >= lo) & (x <= hi), (x < lo) & (lo < hi), (x > hi) | (hi < lo)
+        if lo is not None:
+            return x >= lo, x < lo
+        return x <= hi, x > hi
+
+    @classmethod
+    def backward(cls, ctx, *ggs):
+        gy, x, *bounds = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return (None,) * (2 + len(bounds))
+        lo, hi = (bounds if len(bounds) == 2 else
+                  ((bounds[0], None) if cls.kernel == "clamp_min_tensor_backward"
+                   else (None, bounds[0])))
+        ggy = None
+        for mask, gg in zip(cls.masks(x, lo, hi), ggs):
+            part = _where(mask, gg, 0.0)
+            ggy = part if ggy is None else ggy + part
+        return (ggy, None) + (None,) * len(bounds)
+
+
+class _ClampBothBackward(ClampTensorBackward):
+    kernel = "clamp_tensor_backward"
+
+
+class _ClampMinBackward(ClampTensorBackward):
+    kernel = "clamp_min_tensor_backward"
+
+
+class _ClampMaxBackward(ClampTensorBackward):
+    kernel = "clamp_max_tensor_backward"
+
+
+_CLAMP = {(True, True): _ClampBothBackward, (True, False): _ClampMinBackward,
+          (False, True): _ClampMaxBackward}

@@ -24,6 +24,7 @@ import numpy as np
 from .. import _backend
 from .._tensor import Tensor, _wrap_dim
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import check_broadcast, is_scalar, make, xp_of
 from ._views import as_view
 
@@ -60,17 +61,30 @@ def _add_at(out, idx, values) -> None:
 # ---- the index normalizer ---------------------------------------------------------------------
 class Indexed:
     """A normalized index: ``index`` (a tuple for ``array[index]``), ``advanced`` (it copies),
-    ``accumulate`` (positions may repeat: scatter its adjoint with ``_add_at``) and ``shape``
+    ``accumulate`` (positions may repeat: scatter its adjoint with ``_add_at``), ``shape``
     (the shape of ``input[index]``, torch's; None until ``_result_shape`` computes it, for
-    some basic indices)."""
+    some basic indices) and ``last`` (for a basic index, the last view op torch applies:
+    ``_SELECT``, ``_SLICE_OP``, ``_UNSQUEEZE`` or ``_ALIAS``; it names the grad_fn)."""
 
-    __slots__ = ("index", "advanced", "accumulate", "shape")
+    __slots__ = ("index", "advanced", "accumulate", "shape", "last")
 
-    def __init__(self, index, advanced, accumulate, shape) -> None:
+    def __init__(self, index, advanced, accumulate, shape, last=None) -> None:
         self.index, self.advanced, self.accumulate, self.shape = index, advanced, accumulate, shape
+        self.last = last
 
 
 _NONE, _ELLIPSIS, _INT, _SLICE, _BOOL, _ARRAY, _MASK = range(7)
+# The view op torch applies last for a basic index (torch runs select / slice / unsqueeze one
+# item at a time, skipping a full slice inside a tuple; nothing applied is an alias).
+_SELECT, _SLICE_OP, _UNSQUEEZE, _ALIAS = range(4)
+
+
+def _trivial_slice(s: slice, size: int) -> bool:
+    """torch skips ``start == 0, stop >= size, step == 1`` slices inside a tuple index (it
+    compares the start as written: ``-size:`` is still sliced)."""
+    start, stop, step = s.start, s.stop, s.step
+    return (start is None or start == 0) and (step is None or step == 1) and \
+        (stop is None or stop >= size)
 
 
 def _items(idx) -> tuple:
@@ -184,7 +198,7 @@ def normalize_index(idx, shape, device=None) -> tuple:
 
 def _normalize(idx, shape: tuple, device) -> Indexed:
     ndim = len(shape)
-    # Fast paths: one int, or one slice (the hot cases of x[i] and x[a:b]).
+    # Fast paths: one int, one slice or None (the hot cases of x[i], x[a:b], x[None]).
     cls = idx.__class__
     if cls is int:
         if ndim == 0:
@@ -193,7 +207,12 @@ def _normalize(idx, shape: tuple, device) -> Indexed:
         size = shape[0]
         if not -size <= idx < size:
             raise IndexError(f"index {idx} is out of bounds for dimension 0 with size {size}")
-        return Indexed((idx, Ellipsis), False, False, shape[1:])
+        return Indexed((idx, Ellipsis), False, False, shape[1:], _SELECT)
+    if cls is slice and ndim and (idx.step is None or (idx.step.__class__ is int
+                                                       and idx.step > 0)):
+        return Indexed((idx, Ellipsis), False, False, None, _SLICE_OP)
+    if idx is None:
+        return Indexed((None, Ellipsis), False, False, (1,) + shape, _UNSQUEEZE)
     if cls is tuple:
         fast = _basic_fast(idx, shape)
         if fast is not None:
@@ -207,6 +226,8 @@ def _normalize(idx, shape: tuple, device) -> Indexed:
         elif kind == _MASK:
             consumed += v.ndim
     if consumed > ndim:
+        if ndim == 0 and cls is slice:
+            raise IndexError("slice() cannot be applied to a 0-dim tensor.")
         if ndim == 0 and cls is not tuple and parsed[0][0] == _INT:
             raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or "
                              "`tensor.item<T>()` in C++ to convert a 0-dim tensor to a number")
@@ -259,7 +280,19 @@ def _normalize(idx, shape: tuple, device) -> Indexed:
     if not any(k == _ARRAY or k == _MASK or k == _BOOL for k, _, _ in items):
         out_shape = tuple(_slice_len(v, n) if k == _SLICE else 1
                           for k, v, n in items if k != _INT) + trailing
-        return Indexed(tuple(v for _, v, _ in items) + (Ellipsis,), False, False, out_shape)
+        last = _ALIAS
+        if cls is slice:
+            last = _SLICE_OP
+        else:
+            for k, v, n in items:
+                if k == _INT:
+                    last = _SELECT
+                elif k == _NONE:
+                    last = _UNSQUEEZE
+                elif not _trivial_slice(v, n):
+                    last = _SLICE_OP
+        return Indexed(tuple(v for _, v, _ in items) + (Ellipsis,), False, False, out_shape,
+                       last)
 
     for m, at in masks:
         ms = m.shape
@@ -275,6 +308,7 @@ def _basic_fast(idx: tuple, shape: tuple):
     or None for anything else (the general path checks it)."""
     d = 0
     ndim = len(shape)
+    last = _ALIAS
     for pos, i in enumerate(idx):
         c = i.__class__
         if c is int:
@@ -285,14 +319,19 @@ def _basic_fast(idx: tuple, shape: tuple):
                 raise IndexError(f"index {i} is out of bounds for dimension {pos} with size "
                                  f"{size}")
             d += 1
+            last = _SELECT
         elif c is slice:
             step = i.step
             if d == ndim or not (step is None or (step.__class__ is int and step > 0)):
                 return None
+            if not _trivial_slice(i, shape[d]):
+                last = _SLICE_OP
             d += 1
-        elif i is not None:
+        elif i is None:
+            last = _UNSQUEEZE
+        else:
             return None
-    return Indexed(idx + (Ellipsis,), False, False, None)
+    return Indexed(idx + (Ellipsis,), False, False, None, last)
 
 
 def _result_shape(ix: Indexed, shape: tuple) -> tuple:
@@ -395,6 +434,8 @@ class Index(Function):
         ctx.meta = (x._data.shape, idx, accumulate)
         return make(x._data[idx])
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         shape, idx, accumulate = ctx.meta
@@ -417,10 +458,37 @@ class _IndexScatter(Function):
             out[idx] = a
         return make(out)
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, gg):
         idx, accumulate = ctx.meta
         return Index.apply(gg, idx, accumulate), None, None, None
+
+
+class _SelectView(Index):
+    """A basic index whose last op in torch is a select (``x[0]``, ``x[:, 1]``)."""
+    _node_name = "SelectBackward0"
+
+
+class _SliceView(Index):
+    """A basic index whose last op in torch is a slice (``x[1:3]``, ``x[0, ::2]``)."""
+    _node_name = "SliceBackward0"
+
+
+class _UnsqueezeView(Index):
+    """A basic index whose last op in torch is an unsqueeze (``x[None]``, ``x[0, None]``)."""
+    _node_name = "UnsqueezeBackward0"
+
+
+class _AliasView(Index):
+    """A basic index that selects everything (``x[...]``, ``x[:, :]``): torch's alias."""
+    _node_name = "AliasBackward0"
+
+
+# One node per basic index, whatever its length (fast), named after the op torch would
+# have applied last, which is the grad_fn torch prints.
+_VIEW_FN = (_SelectView.apply, _SliceView.apply, _UnsqueezeView.apply, _AliasView.apply)
 
 
 def getitem(input: Tensor, idx) -> Tensor:
@@ -428,7 +496,8 @@ def getitem(input: Tensor, idx) -> Tensor:
     (a view), and integer/boolean tensors, lists and arrays, alone or mixed (a copy)."""
     ix = _normalize(idx, input._data.shape, _device(input))
     if not ix.advanced:
-        return as_view(Index.apply(input, ix.index), input, Index.apply, ix.index)
+        fn = _VIEW_FN[ix.last]
+        return as_view(fn(input, ix.index), input, fn, ix.index)
     return Index.apply(input, ix.index, ix.accumulate)
 
 
@@ -448,6 +517,8 @@ class _ZeroAt(Function):
         out = g._data.copy()
         out[idx] = 0
         return make(out)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, gg):
@@ -473,6 +544,8 @@ class Put(Function):
         else:
             out[ix.index] = v
         return make(out)
+
+    jvp = _rules.linear(zero=(1,), all_tensors=True)
 
     @staticmethod
     def backward(ctx, g):
@@ -636,6 +709,8 @@ class Gather(Function):
         ctx.save_for_backward(index)
         return make(a[_along(i, dim)].reshape(index._data.shape))
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         shape, dim = ctx.meta
@@ -700,6 +775,8 @@ class Scatter(Function):
         ctx.save_for_backward(index)
         return make(out)
 
+    jvp = _rules.linear(zero=(3,))
+
     @staticmethod
     def backward(ctx, g):
         dim, src_shape = ctx.meta
@@ -721,6 +798,8 @@ class ScatterAdd(Function):
         ctx.meta = (dim, src.shape)
         ctx.save_for_backward(index)
         return make(out)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -802,6 +881,8 @@ class IndexAdd(Function):
         ctx.save_for_backward(index)
         return make(out)
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         dim, alpha = ctx.meta
@@ -853,6 +934,8 @@ class IndexFill(Function):
         ctx.meta = dim
         ctx.save_for_backward(index)
         return make(out)
+
+    jvp = _rules.linear(zero=(3,))
 
     @staticmethod
     def backward(ctx, g):
@@ -917,6 +1000,8 @@ class MaskedFill(Function):
         v = xp.asarray(v).astype(a.dtype)
         ctx.save_for_backward(mask)
         return make(xp.where(m, v, a))
+
+    jvp = _rules.linear(zero=(2,))
 
     @staticmethod
     def backward(ctx, g):

@@ -14,12 +14,17 @@ op's own input, of which a copy is kept when its backward needs it (as torch doe
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import _dtypes
 from .._tensor import Tensor, _refresh_view, _replay
 from ..autograd import grad_mode
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
+from ..autograd import forward_ad as _forward_ad
+from ..autograd import function as _function
 from ._util import is_scalar, make, xp_of
 from ._views import shares_memory
 
@@ -76,6 +81,8 @@ def apply_inplace(t: Tensor, op: str, fn, *args, **kwargs) -> Tensor:
     t._version.value += 1
     if _state.enabled:
         _rebase(t, out)
+    if _function._fw_enabled:  # a dual level is active: t (and its base) take out's tangent
+        _forward_ad._after_inplace(t, out)
     return t
 
 
@@ -122,6 +129,15 @@ class CopySlices(Function):
         return make(old._data)
 
     @staticmethod
+    def jvp(ctx, t_old, t_values, _):
+        # the old base's tangent with the view's region replaced by the values' tangent
+        old, values = ctx._fw_args[:2]
+        new = t_old.clone() if t_old is not None else make(xp_of(old._data).zeros_like(old._data))
+        _replay(new, ctx.chain).copy_(t_values if t_values is not None else
+                                      make(xp_of(values._data).zeros_like(values._data)))
+        return new
+
+    @staticmethod
     def backward(ctx, g):
         need_old, need_values = ctx.needs_input_grad[:2]
         return (ZeroRegion.apply(g, ctx.chain) if need_old else None,
@@ -143,6 +159,8 @@ class ZeroRegion(Function):
         region[...] = 0
         return make(c)
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, gg):
         return ZeroRegion.apply(gg, ctx.chain), None
@@ -152,22 +170,50 @@ class ZeroRegion(Function):
 class Fill(Function):
     """``t.fill_(value)``: every element becomes ``value``; no gradient reaches the old data."""
     _builtin = True
+    _node_name = "FillBackward2"
 
     @staticmethod
     def forward(ctx, t, value):
         return make(xp_of(t._data).full_like(t._data, value))
+
+    jvp = _rules.linear(zero=(1,))
 
     @staticmethod
     def backward(ctx, g):
         return g * 0, None
 
 
+class _FillValue(Fill):
+    """``t[...] = number``: torch makes the number a tensor, hence its node name."""
+    _node_name = "FillBackward3"
+
+
 class Zero(Fill):
     """``t.zero_()``."""
 
 
+class FillTensor(Function):
+    """``t.fill_(value)`` with a 0-d tensor ``value``, which gets the sum of the gradient."""
+    _builtin = True
+    _node_name = "FillBackward3"
+
+    @staticmethod
+    def forward(ctx, t, value):
+        a = t._data
+        out = xp_of(a).empty_like(a)
+        out[...] = value._data
+        return make(out)
+
+    jvp = _rules.linear()
+
+    @staticmethod
+    def backward(ctx, g):
+        nt, nv = ctx.needs_input_grad
+        return (g * 0 if nt else None), (g.sum() if nv else None)
+
+
 def _write_scalar(t: Tensor, op: str, fn_cls, value) -> Tensor:
-    if _recording(t):
+    if _recording(t) or _function._fw_enabled:  # (a dual level: the tangent is zeroed too)
         return apply_inplace(t, op, fn_cls.apply, value)
     check_inplace(t, op)
     t._data.fill(value)  # nothing to record: write directly, no temporary
@@ -181,6 +227,11 @@ def fill_(t: Tensor, value) -> Tensor:
         if value._data.ndim:
             raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor "
                                f"with {value._data.ndim} dimensions.")
+        if _recording(t) or (_state.enabled and value._requires_grad) or \
+                _function._fw_enabled:
+            if value.device != t.device:
+                value = value.to(t.device)
+            return apply_inplace(t, "fill_", FillTensor.apply, value)
         value = value.item()
     return _write_scalar(t, "fill_", Fill, value)
 
@@ -201,6 +252,8 @@ class Copy(Function):
         out = xp_of(a).empty_like(a)
         xp_of(a).copyto(out, src._data, casting="unsafe")
         return make(out)
+
+    jvp = _rules.linear(all_tensors=True)
 
     @staticmethod
     def backward(ctx, g):
@@ -228,36 +281,135 @@ def _broadcast_check(src, dst):
         raise ValueError
 
 
-def _is_basic(idx) -> bool:
-    """Ints, slices, None and Ellipsis only: the indexed region is a view."""
-    for i in (idx if isinstance(idx, tuple) else (idx,)):
-        if isinstance(i, Tensor):
-            if i._data.ndim or i._data.dtype.kind not in "iu":
-                return False
-        elif not (i is None or i is Ellipsis or isinstance(i, (int, slice, np.integer))) \
-                or isinstance(i, (bool, np.bool_)):
-            return False
-    return True
+def _check_value(t: Tensor, value):
+    """The value of ``t[idx] = value`` as torch takes it: a tensor (moved to t's device) or a
+    number; anything else is torch's TypeError."""
+    if isinstance(value, Tensor):
+        return value if value.device == t.device else value.to(t.device)
+    if is_scalar(value) and not isinstance(value, (str, bytes)):
+        if isinstance(value, (complex, np.complexfloating)) and not t.dtype.is_complex:
+            from .indexing import _torch_dtype_word
+            raise RuntimeError(f"value cannot be converted to type "
+                               f"{_torch_dtype_word(t._data.dtype)} without overflow")
+        return value
+    cls = type(value)
+    name = cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+    raise TypeError(f"can't assign a {name} to a {t.type()}; assign a tensor or a number")
+
+
+def _check_expand(value: Tensor, shape: tuple) -> Tensor:
+    """``value`` without its leading size-1 dims when it has more dims than ``shape`` (torch's
+    ``slicePrefix1sDims``), after torch's expand checks against ``shape``."""
+    vs = tuple(value._data.shape)
+    extra = len(vs) - len(shape)
+    if extra > 0:
+        k = 0
+        while k < extra and vs[k] == 1:
+            k += 1
+        if k:
+            value = value.reshape(vs[k:])
+            vs = vs[k:]
+        if len(vs) > len(shape):
+            raise RuntimeError(f"expand({value.type()}{{{list(vs)}}}, size={list(shape)}): the "
+                               f"number of sizes provided ({len(shape)}) must be greater or "
+                               f"equal to the number of dimensions in the tensor ({len(vs)})")
+    lead = len(shape) - len(vs)
+    for i in range(len(vs) - 1, -1, -1):  # torch reports the last mismatching dim
+        s = vs[i]
+        if s != 1 and s != shape[lead + i]:
+            raise RuntimeError(f"The expanded size of the tensor ({shape[lead + i]}) must match "
+                               f"the existing size ({s}) at non-singleton dimension {lead + i}.  "
+                               f"Target sizes: {list(shape)}.  Tensor sizes: {list(vs)}")
+    return value
+
+
+def _copy_to(dst: Tensor, value) -> None:
+    """torch's ``copy_to``: ``fill_`` a number or a 0-d tensor, else ``copy_`` (broadcast)."""
+    if not isinstance(value, Tensor):
+        _write_scalar(dst, "fill_", _FillValue, value)
+    elif value._data.shape == dst._data.shape:
+        copy_(dst, value)
+    elif value._data.ndim == 0:
+        fill_(dst, value)
+    else:
+        copy_(dst, _check_expand(value, dst._data.shape))
+
+
+def _split_advanced(idx, shape: tuple, device):
+    """An index with advanced items split as torch's setitem does: the basic part (ints,
+    slices, None; an advanced item keeps its dims with ``:``; a bool scalar adds its dim with
+    None); what indexes the resulting view (``:`` for each kept dim, the advanced items, and
+    the bool scalars as index lists [0] or [] of their new dims); and whether that second
+    index holds one boolean mask and nothing else advanced."""
+    from .indexing import _ARRAY, _BOOL, _ELLIPSIS, _INT, _MASK, _NONE, _SLICE, _items, _parse
+    basic, rest, kinds = [], [], []
+    with warnings.catch_warnings():  # a legacy list index warned once already, in _normalize
+        warnings.simplefilter("ignore")
+        items = _items(idx)
+    for item in items:
+        kind, v = _parse(item, device)
+        if kind == _ELLIPSIS:
+            basic.append(Ellipsis)
+            rest.append(Ellipsis)
+        elif kind == _NONE or kind == _SLICE:
+            basic.append(item)
+            rest.append(slice(None))
+        elif kind == _INT:
+            basic.append(item)
+        elif kind == _BOOL:  # torch indexes the new dim with a long tensor: [0] or []
+            basic.append(None)
+            rest.append(np.zeros(int(v), np.int64))
+            kinds.append(_ARRAY)
+        else:
+            basic.extend((slice(None),) * (v.ndim if kind == _MASK else 1))
+            rest.append(item)
+            kinds.append(kind)
+    return tuple(basic), tuple(rest), kinds == [_MASK]
 
 
 def setitem(t: Tensor, idx, value) -> None:
-    """``t[idx] = value``: the gradient of the written region goes to ``value``, the rest to
-    ``t``'s previous history (basic indices write through a view; others use index_put_)."""
-    from .._factories import tensor
-    from .indexing import getitem
-    if isinstance(value, Tensor):
-        if value.device != t.device:
-            value = value.to(t.device)
-    elif not is_scalar(value):
-        value = tensor(value, dtype=t.dtype, device=t.device)
-    if not _is_basic(idx):
-        from .indexing import _put
-        if not isinstance(value, Tensor):
-            value = tensor(value, dtype=t.dtype, device=t.device)
-        apply_inplace(t, "index_put_", _put, idx, value, False)
+    """``t[idx] = value`` as torch does it: the basic part of the index (ints, slices, None,
+    Ellipsis) is applied as a view, into which a basic index copies (``fill_``/``copy_``) and
+    an advanced one writes with ``index_put_``. The gradient of the written region goes to
+    ``value``, the rest to ``t``'s previous history. All checks run before anything is
+    written: a failed assignment leaves ``t`` and its version unchanged."""
+    from .indexing import (_ALIAS, _UNSQUEEZE, _VIEW_FN, _device, _normalize, _put,
+                           _torch_name, _trivial_slice)
+    from ._views import as_view
+    value = _check_value(t, value)
+    if idx is False:  # torch writes nothing, and checks nothing (an empty selection)
         return
-    view = getitem(t, idx)
-    if isinstance(value, Tensor):
-        copy_(view, value)
-    else:
-        fill_(view, value)
+    if idx is True:  # torch's shortcut: copy into t[None] (the other bools are index_put_)
+        fn = _VIEW_FN[_UNSQUEEZE]
+        _copy_to(as_view(fn(t, (None, Ellipsis)), t, fn, (None, Ellipsis)), value)
+        return
+    shape = t._data.shape
+    device = _device(t)
+    ix = _normalize(idx, shape, device)
+    if not ix.advanced:
+        if ix.last == _ALIAS or (idx.__class__ is slice and _trivial_slice(idx, shape[0])):
+            _copy_to(t, value)  # torch skips a full slice: the write goes to t itself
+        else:
+            fn = _VIEW_FN[ix.last]
+            _copy_to(as_view(fn(t, ix.index), t, fn, ix.index), value)
+        return
+    basic, rest, one_mask = _split_advanced(idx, shape, device)
+    if isinstance(value, Tensor) and value._data.dtype != t._data.dtype:
+        # torch's index_put_ casts only where it runs as masked_fill_ (one boolean mask and a
+        # one-element value); elsewhere the dtypes must match.
+        if not (one_mask and value._data.size == 1):
+            from .indexing import _fit_values
+            _fit_values(value, ix.shape)  # torch checks the shape first: report that first
+            raise RuntimeError(f"Index put requires the source and destination dtypes match, "
+                               f"got {_torch_name(t._data.dtype)} for the destination and "
+                               f"{_torch_name(value._data.dtype)} for the source.")
+        value = value.to(t.dtype)
+    bx = _normalize(basic, shape, device)
+    target = t
+    if bx.last != _ALIAS:
+        fn = _VIEW_FN[bx.last]
+        target = as_view(fn(t, bx.index), t, fn, bx.index)
+    if not isinstance(value, Tensor):
+        from .._factories import tensor
+        value = tensor(value, dtype=t.dtype, device=t.device)
+    apply_inplace(target, "index_put_", _put, rest, value, False)

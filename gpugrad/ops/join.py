@@ -1,10 +1,12 @@
-"""Joining and splitting: cat/concat, stack, split, chunk, unbind.
+"""Joining and splitting: cat/concat, stack, hstack/vstack/dstack/column_stack, split, chunk,
+unbind, tensor_split, hsplit/vsplit/dsplit, atleast_1d/2d/3d.
 
 cat and stack return fresh arrays (their inputs are promoted to one dtype, as torch does);
 split, chunk and unbind return views of the input, each marked as one output of a function
 that returns several views (in-place writes into them are refused while recording, as in
 torch). Each output's replay step is the single view it is (a Narrow or a Select), so that
-replaying one output does not rebuild all of them.
+replaying one output does not rebuild all of them. tensor_split (and hsplit/vsplit/dsplit)
+returns plain slices, which torch lets one write into.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 from .. import _dtypes
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import make, wrap_dim, xp_of
 from ._views import as_view
 from .shape import Narrow, Select
@@ -60,6 +63,8 @@ class Cat(Function):
             return make(xp.empty((0,), dtype=dtype.np))
         arrays = [a if a.dtype == dtype.np else a.astype(dtype.np) for a in arrays]
         return make(xp.concatenate(arrays, axis=dim))
+
+    jvp = _rules.linear(all_tensors=True)
 
     @staticmethod
     def backward(ctx, g):
@@ -131,6 +136,8 @@ class Stack(Function):
                   for t in tensors]
         return make(xp_of(arrays[0]).stack(arrays, axis=dim))
 
+    jvp = _rules.linear(all_tensors=True)
+
     @staticmethod
     def backward(ctx, g):
         return (None, None) + tuple(Select.apply(g, ctx.dim, i) if need else None
@@ -167,6 +174,8 @@ class Split(Function):
             outs.append(make(a[head + (slice(start, start + s),)]))
             start += s
         return tuple(outs)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, *grads):
@@ -246,6 +255,8 @@ class Unbind(Function):
         head = (slice(None),) * dim
         return tuple(make(a[head + (i, Ellipsis)]) for i in range(a.shape[dim]))
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, *grads):
         return Stack.apply(ctx.dim, grads[0].dtype, *grads), None
@@ -262,3 +273,171 @@ def unbind(input: Tensor, dim: int = 0) -> tuple:
     outs = Unbind.apply(input, d)
     return tuple(as_view(o, input, Select.apply, d, i, multi_output=True)
                  for i, o in enumerate(outs))
+
+
+# ---- atleast_nd, hstack / vstack / dstack / column_stack --------------------------------------
+def _atleast(tensors, op: str, make_nd) -> Tensor | tuple:
+    """One tensor in, one out; several (or a list/tuple of them) in, a tuple out (torch)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        return tuple(make_nd(t) for t in _tensor_list(tensors[0], op))
+    if len(tensors) == 1 and isinstance(tensors[0], Tensor):
+        return make_nd(tensors[0])
+    return tuple(make_nd(t) for t in _tensor_list(tensors, op))
+
+
+def _1d(t: Tensor) -> Tensor:
+    return t.reshape(1) if t._data.ndim == 0 else t
+
+
+def _2d(t: Tensor) -> Tensor:
+    nd = t._data.ndim
+    return t.reshape(1, 1) if nd == 0 else t.unsqueeze(0) if nd == 1 else t
+
+
+def _3d(t: Tensor) -> Tensor:
+    nd = t._data.ndim
+    if nd == 0:
+        return t.reshape(1, 1, 1)
+    if nd == 1:
+        return t.unsqueeze(0).unsqueeze(-1)
+    return t.unsqueeze(-1) if nd == 2 else t
+
+
+def atleast_1d(*tensors):
+    """Each tensor with at least 1 dimension (0-d tensors become shape [1]); others are
+    returned as they are."""
+    return _atleast(tensors, "atleast_1d", _1d)
+
+
+def atleast_2d(*tensors):
+    """Each tensor with at least 2 dimensions (a 1-D tensor of n becomes [1, n])."""
+    return _atleast(tensors, "atleast_2d", _2d)
+
+
+def atleast_3d(*tensors):
+    """Each tensor with at least 3 dimensions (1-D n -> [1, n, 1], 2-D [m, n] -> [m, n, 1])."""
+    return _atleast(tensors, "atleast_3d", _3d)
+
+
+def _nonempty(tensors, op: str) -> list:
+    tensors = _tensor_list(tensors, op)
+    if not tensors:
+        raise RuntimeError(f"{op} expects a non-empty TensorList")
+    return tensors
+
+
+def hstack(tensors) -> Tensor:
+    """The tensors joined column-wise: along dim 0 for 1-D tensors, else along dim 1."""
+    ts = [_1d(t) for t in _nonempty(tensors, "hstack")]
+    return cat(ts, 0 if ts[0]._data.ndim == 1 else 1)
+
+
+def vstack(tensors) -> Tensor:
+    """The tensors, made at least 2-D, joined row-wise (along dim 0)."""
+    return cat([_2d(t) for t in _nonempty(tensors, "vstack")], 0)
+
+
+row_stack = vstack
+
+
+def dstack(tensors) -> Tensor:
+    """The tensors, made at least 3-D, joined depth-wise (along dim 2)."""
+    return cat([_3d(t) for t in _nonempty(tensors, "dstack")], 2)
+
+
+def column_stack(tensors) -> Tensor:
+    """The tensors as columns: 0-d and 1-D tensors become [n, 1] columns, then all are joined
+    along dim 1."""
+    ts = _nonempty(tensors, "column_stack")
+    return cat([t.reshape(t._data.size, 1) if t._data.ndim <= 1 else t for t in ts], 1)
+
+
+# ---- tensor_split, hsplit / vsplit / dsplit ---------------------------------------------------
+def _pieces(input: Tensor, d: int, bounds) -> tuple:
+    """Views of ``input`` between consecutive ``bounds`` along ``d`` (clamped, as slices)."""
+    n = input._data.shape[d]
+    out = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        start = min(max(start + n if start < 0 else start, 0), n)
+        stop = min(max(stop + n if stop < 0 else stop, 0), n)
+        length = max(stop - start, 0)
+        out.append(as_view(Narrow.apply(input, d, start, length), input, Narrow.apply, d,
+                           start, length))
+    return tuple(out)
+
+
+def tensor_split(input: Tensor, indices_or_sections, dim: int = 0) -> tuple:
+    """Views of ``input`` cut along ``dim``: into ``sections`` pieces of near-equal size (the
+    first ``size % sections`` one longer), or at the listed indices (``[1, 3]`` gives
+    ``[:1], [1:3], [3:]``). Unlike ``split``, each piece can be written in place."""
+    nd = input._data.ndim
+    if nd == 0:
+        raise RuntimeError("tensor_split expected at least a 1-dimensional tensor, but got a "
+                           "tensor with 0 dims")
+    d = wrap_dim(operator.index(dim), nd, "tensor_split")
+    ios = indices_or_sections
+    if isinstance(ios, Tensor):
+        a = ios._data
+        if a.ndim > 1:
+            raise RuntimeError("tensor_split expected tensor_indices_or_sections to be a "
+                               "zero-dimensional or one-dimensional tensor, but got a tensor "
+                               f"with {a.ndim} dims")
+        if a.dtype != np.int64:
+            raise RuntimeError("tensor_split expected tensor_indices_or_sections to have dtype "
+                               f"of long, but got {_torch_dtype_name(ios.dtype)}")
+        ios = int(a) if a.ndim == 0 else [int(v) for v in a.tolist()]
+    n = input._data.shape[d]
+    if isinstance(ios, (int, np.integer)):
+        sections = operator.index(ios)
+        if sections <= 0:
+            raise RuntimeError(f"number of sections must be larger than 0, got {sections}")
+        size, extra = divmod(n, sections)
+        bounds = [0]
+        for i in range(sections):
+            bounds.append(bounds[-1] + size + (1 if i < extra else 0))
+        return _pieces(input, d, bounds)
+    indices = [operator.index(i) for i in ios]
+    return _pieces(input, d, [0] + indices + [n])
+
+
+def _torch_dtype_name(dtype) -> str:
+    return {"float32": "Float", "float64": "Double", "float16": "Half", "int32": "Int",
+            "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}.get(
+        str(dtype).split(".")[-1], str(dtype))
+
+
+def _split_along(input: Tensor, ios, d: int, op: str) -> tuple:
+    if isinstance(ios, (int, np.integer)):
+        n = input._data.shape[d]
+        if ios == 0 or n % ios:
+            raise RuntimeError(f"torch.{op} attempted to split along dimension {d}, but the "
+                               f"size of the dimension {n} is not divisible by the split_size "
+                               f"{ios}!")
+    return tensor_split(input, ios, d)
+
+
+def hsplit(input: Tensor, indices_or_sections) -> tuple:
+    """``tensor_split`` along dim 1 (dim 0 for a 1-D tensor); sections must divide evenly."""
+    nd = input._data.ndim
+    if nd == 0:
+        raise RuntimeError("torch.hsplit requires a tensor with at least 1 dimension, but got "
+                           "a tensor with 0 dimensions!")
+    return _split_along(input, indices_or_sections, 0 if nd == 1 else 1, "hsplit")
+
+
+def vsplit(input: Tensor, indices_or_sections) -> tuple:
+    """``tensor_split`` along dim 0 of a tensor of at least 2 dims; sections divide evenly."""
+    nd = input._data.ndim
+    if nd < 2:
+        raise RuntimeError(f"torch.vsplit requires a tensor with at least 2 dimension, but got "
+                           f"a tensor with {nd} dimensions!")
+    return _split_along(input, indices_or_sections, 0, "vsplit")
+
+
+def dsplit(input: Tensor, indices_or_sections) -> tuple:
+    """``tensor_split`` along dim 2 of a tensor of at least 3 dims; sections divide evenly."""
+    nd = input._data.ndim
+    if nd < 3:
+        raise RuntimeError(f"torch.dsplit requires a tensor with at least 3 dimension, but got "
+                           f"a tensor with {nd} dimensions!")
+    return _split_along(input, indices_or_sections, 2, "dsplit")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import make, xp_of
 
 
@@ -32,6 +33,8 @@ class Matmul(Function):
                               b if ctx.needs_input_grad[0] else None)
         ctx.ndims = (x.ndim, y.ndim)
         return make(xp_of(x).matmul(x, y))
+
+    jvp = _rules.multilinear
 
     @staticmethod
     def backward(ctx, g):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import make, xp_of
 
 _MODES = ("constant", "reflect", "replicate", "circular")
@@ -36,6 +37,8 @@ class ConstantPad(Function):
         dst = tuple(slice(max(l, 0), o - max(r, 0)) for o, (l, r) in zip(out_shape, pads))
         out[dst] = a[src]
         return make(out)
+
+    jvp = _rules.linear(zero=(2,))
 
     @staticmethod
     def backward(ctx, g):
@@ -87,6 +90,8 @@ class IndexPad(Function):
             a = xp.take(a, xp.asarray(idx), axis=dim)
         return make(a if plan else a.copy())  # nothing to pad: still a new tensor
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         return _IndexPadBackward.apply(g, *ctx.args), None
@@ -128,6 +133,8 @@ class _IndexPadBackward(Function):
                     out[head + (slice(p0, p0 + 1),)] += src.sum(axis=dim, keepdims=True)
             a = out
         return make(a)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, gg):

@@ -13,6 +13,7 @@ import numpy as np
 from .. import _dtypes
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
 from ._util import dims as _dims, float_array, make, wrap_dim, xp_of
 from .elementwise import exp, where
@@ -57,6 +58,8 @@ class Sum(Function):
         ctx.meta = (x.shape, axes, keepdim)
         return make(a.sum(axis=axes, keepdims=keepdim, dtype=None if dtype is None else dtype.np))
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         shape, axes, keepdim = ctx.meta
@@ -78,6 +81,8 @@ class Mean(Function):
         a = x._data
         ctx.meta = (x.shape, axes, keepdim)
         return make(a.mean(axis=axes, keepdims=keepdim))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -110,6 +115,8 @@ class Prod(Function):
         ctx.save_for_backward(x, y)
         ctx.meta = (axes, keepdim)
         return y
+
+    jvp = _rules.reduction(lambda ctx: ctx.meta)
 
     @staticmethod
     def backward(ctx, g):
@@ -173,6 +180,8 @@ class _Extreme(Function):
         ctx.meta = (axes, keepdim)
         return y
 
+    jvp = _rules.reduction(lambda ctx: ctx.meta)
+
     @staticmethod
     def backward(ctx, g):
         x, y = ctx.saved_tensors
@@ -223,6 +232,16 @@ class _ExtremeDim(Function):
         ctx.save_for_backward(indices)
         ctx.meta = (x.shape, dim, keepdim)
         return make(values), indices
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # the tangent at the selected index; the indices have none
+        shape, dim, keepdim = ctx.meta
+        if not shape:
+            return t.clone(), None
+        indices = ctx._fw_outputs[1]
+        v = t.gather(dim, indices if keepdim else indices.unsqueeze(dim))
+        return (v if keepdim else v.squeeze(dim)), None
 
     @staticmethod
     def backward(ctx, g, g_indices):
@@ -334,6 +353,8 @@ class Var(Function):
                 n - correction)
         return make(xp.asarray(out).astype(a.dtype, copy=False))
 
+    jvp = _rules.reduction(lambda ctx: (ctx.meta[0], ctx.meta[2]))
+
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
@@ -384,6 +405,8 @@ class Std(Function):
         ctx.save_for_backward(x, y)
         return y
 
+    jvp = _rules.reduction(lambda ctx: (ctx.meta[0], ctx.meta[2]))
+
     @staticmethod
     def backward(ctx, g):
         x, y = ctx.saved_tensors
@@ -427,6 +450,8 @@ class LogSumExp(Function):
         ctx.meta = (axes, keepdim)
         return y
 
+    jvp = _rules.reduction(lambda ctx: ctx.meta)
+
     @staticmethod
     def backward(ctx, g):
         x, y = ctx.saved_tensors
@@ -455,6 +480,8 @@ class Softmax(Function):
         ctx.dim = dim
         return y
 
+    jvp = _rules.self_adjoint
+
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
@@ -477,6 +504,11 @@ class LogSoftmax(Function):
         ctx.save_for_backward(y)
         ctx.dim = dim
         return y
+
+    @staticmethod
+    def jvp(ctx, t, _):
+        # J v = v - sum(softmax * v): LogSoftmax's Jacobian is not symmetric
+        return t - (exp(ctx._fw_outputs[0]) * t).sum(dim=ctx.dim, keepdim=True)
 
     @staticmethod
     def backward(ctx, g):
@@ -551,6 +583,8 @@ class Norm(Function):
         ctx.meta = (p, axes, keepdim)
         return y
 
+    jvp = _rules.reduction(lambda ctx: ctx.meta[1:])
+
     @staticmethod
     def backward(ctx, g):
         x, y = ctx.saved_tensors
@@ -586,6 +620,8 @@ class Cumsum(Function):
             dtype = _dtypes.int64
         ctx.dim = dim
         return make(a.cumsum(axis=dim, dtype=None if dtype is None else dtype.np))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import make, wrap_dim, xp_of
 from ._views import as_view, shares_memory
 
@@ -59,6 +60,8 @@ class Reshape(Function):
         ctx.in_shape = x.shape
         return make(x._data.reshape(shape))
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         return g.reshape(ctx.in_shape), None
@@ -68,8 +71,7 @@ def reshape(input: Tensor, *shape) -> Tensor:
     """``input`` with a new shape of the same number of elements (one dim may be -1)."""
     shape = _infer_shape(_size_args(shape, "reshape"), input._data.size, "reshape",
                          input.shape)
-    if shape == input._data.shape and not input.requires_grad:
-        return input
+    # Even a reshape to the same shape is a new view tensor (torch: ``y is x`` is False).
     return as_view(Reshape.apply(input, shape), input, Reshape.apply, shape)
 
 
@@ -155,7 +157,12 @@ class Expand(Function):
     @staticmethod
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape
-        return make(xp_of(x._data).broadcast_to(x._data, shape))
+        a = x._data
+        if a.shape == shape:  # a plain view (NumPy's broadcast views are read-only)
+            return make(a[...])
+        return make(xp_of(a).broadcast_to(a, shape))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -188,8 +195,6 @@ def expand(input: Tensor, *sizes) -> Tensor:
                 f"{list(sizes)}.  Tensor sizes: {list(input.shape)}")
         shape.append(s)
     shape = tuple(shape)
-    if shape == input._data.shape:
-        return input
     return as_view(Expand.apply(input, shape), input, Expand.apply, shape)
 
 
@@ -220,6 +225,8 @@ class SumToSize(Function):
             out = out.reshape(shape)
         return make(out)
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         return g.expand(ctx.in_shape), None
@@ -246,6 +253,8 @@ class Permute(Function):
     def forward(ctx, x, axes):
         ctx.axes = axes
         return make(x._data.transpose(axes))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -275,7 +284,10 @@ class Transpose(Function):
     @staticmethod
     def forward(ctx, x, d0, d1):
         ctx.dims = (d0, d1)
-        return make(x._data.swapaxes(d0, d1))
+        a = x._data
+        return make(a.swapaxes(d0, d1) if a.ndim else a[...])
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -286,8 +298,6 @@ def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
     """``input`` with dimensions ``dim0`` and ``dim1`` swapped."""
     nd = input._data.ndim
     d0, d1 = wrap_dim(dim0, nd, "transpose"), wrap_dim(dim1, nd, "transpose")
-    if nd == 0:
-        return input
     return as_view(Transpose.apply(input, d0, d1), input, Transpose.apply, d0, d1)
 
 
@@ -299,7 +309,13 @@ def t(input: Tensor) -> Tensor:
     if input._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
                            f"{input._data.ndim}D; use transpose(dim0, dim1) or mT")
-    return transpose(input, 0, -1) if input._data.ndim == 2 else input
+    d1 = 1 if input._data.ndim == 2 else 0
+    return as_view(_T.apply(input, 0, d1), input, _T.apply, 0, d1)
+
+
+class _T(Transpose):
+    """``t()`` (torch names its node apart from transpose's)."""
+    _node_name = "TBackward0"
 
 
 def mT(input: Tensor) -> Tensor:
@@ -313,7 +329,7 @@ def mT(input: Tensor) -> Tensor:
 def T(input: Tensor) -> Tensor:
     """All dimensions reversed (torch deprecates this for ndim other than 2)."""
     nd = input._data.ndim
-    return permute(input, tuple(range(nd - 1, -1, -1))) if nd >= 2 else input
+    return permute(input, tuple(range(nd - 1, -1, -1)))
 
 
 class Squeeze(Function):
@@ -324,24 +340,37 @@ class Squeeze(Function):
     @staticmethod
     def forward(ctx, x, axes):
         ctx.in_shape = x.shape
-        return make(x._data.squeeze(axis=axes) if axes else x._data)
+        return make(x._data.squeeze(axis=axes) if axes else x._data[...])
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
         return g.reshape(ctx.in_shape), None
 
 
+class _SqueezeDim(Squeeze):
+    """``squeeze(dim)`` with one dim (torch's node name)."""
+    _node_name = "SqueezeBackward1"
+
+
+class _SqueezeDims(Squeeze):
+    """``squeeze(dims)`` with a tuple of dims (torch's node name)."""
+    _node_name = "SqueezeBackward2"
+
+
 def squeeze(input: Tensor, dim=None) -> Tensor:
-    """Remove the dimensions of size 1 (all of them, or those in ``dim``)."""
+    """Remove the dimensions of size 1 (all of them, or those in ``dim``); a new view even
+    when nothing is removed, as in torch."""
     shape = input._data.shape
     if dim is None:
         axes = tuple(i for i, s in enumerate(shape) if s == 1)
+        fn = Squeeze.apply
     else:
         ds = _dim_list(dim, len(shape), "squeeze")
         axes = tuple(sorted(d for d in ds if shape and shape[d] == 1))
-    if not axes:
-        return input
-    return as_view(Squeeze.apply(input, axes), input, Squeeze.apply, axes)
+        fn = _SqueezeDim.apply if isinstance(dim, (int, np.integer)) else _SqueezeDims.apply
+    return as_view(fn(input, axes), input, fn, axes)
 
 
 class Unsqueeze(Function):
@@ -353,6 +382,8 @@ class Unsqueeze(Function):
     def forward(ctx, x, dim):
         ctx.dim = dim
         return make(xp_of(x._data).expand_dims(x._data, dim))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -374,6 +405,8 @@ class Flip(Function):
     def forward(ctx, x, axes):
         ctx.axes = axes
         return make(xp_of(x._data).flip(x._data, axes).copy())  # torch's flip copies
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -418,6 +451,8 @@ class Roll(Function):
         xp = xp_of(a)
         out = xp.roll(a, shifts[0]) if dims is None else xp.roll(a, shifts, axis=dims)
         return make(out.copy() if shares_memory(out, a) else out)  # always a new tensor
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -486,6 +521,8 @@ class Narrow(Function):
         ctx.args = (x.shape, dim, start, length)
         return make(x._data[(slice(None),) * dim + (slice(start, start + length),)])
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         return _NarrowBackward.apply(g, *ctx.args), None, None, None
@@ -502,6 +539,8 @@ class _NarrowBackward(Function):
         out = xp_of(g._data).zeros(shape, dtype=g._data.dtype)
         out[(slice(None),) * dim + (slice(start, start + length),)] = g._data
         return make(out)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, gg):
@@ -540,6 +579,8 @@ class Select(Function):
         # The trailing Ellipsis keeps a 0-d result an array (a view), not a NumPy scalar.
         return make(x._data[(slice(None),) * dim + (index, Ellipsis)])
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         return _SelectBackward.apply(g, *ctx.args), None, None
@@ -556,6 +597,8 @@ class _SelectBackward(Function):
         out = xp_of(g._data).zeros(shape, dtype=g._data.dtype)
         out[(slice(None),) * dim + (index, Ellipsis)] = g._data
         return make(out)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, gg):
@@ -592,6 +635,8 @@ class Repeat(Function):
         # out seen as (r0, s0, r1, s1, ...): every r-slice gets a copy of the input.
         out.reshape(inter)[...] = a.reshape(tuple(v for s in padded for v in (1, s)))
         return make(out)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):

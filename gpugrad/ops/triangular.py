@@ -10,6 +10,7 @@ import numpy as np
 
 from .._tensor import Tensor
 from ..autograd.function import Function
+from ..autograd import _jvp_rules as _rules
 from ._util import make, wrap_dim, xp_of
 from ._views import as_view
 
@@ -33,6 +34,8 @@ class Tril(Function):
         a = x._data
         mask = _tri_mask(a, k, ctx._function._upper)
         return make(xp_of(a).where(mask, a, xp_of(a).zeros((), dtype=a.dtype)))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
@@ -84,6 +87,8 @@ class Diagonal(Function):
         ctx.args = (x.shape, offset, d1, d2)
         return make(_diag_view(x._data, offset, d1, d2))
 
+    jvp = _rules.linear()
+
     @staticmethod
     def backward(ctx, g):
         return _DiagonalBackward.apply(g, *ctx.args), None, None, None
@@ -100,6 +105,8 @@ class _DiagonalBackward(Function):
         out = xp_of(g._data).zeros(shape, dtype=g._data.dtype)
         _diag_view(out, offset, d1, d2)[...] = g._data
         return make(out)
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, gg):
@@ -131,6 +138,8 @@ class Trace(Function):
             raise NotImplementedError("\"trace\" not implemented for 'Bool'")
         dt = np.int64 if a.dtype.kind in "iu" else a.dtype
         return make(a.diagonal().sum(dtype=dt))
+
+    jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
