@@ -1,10 +1,13 @@
 """CUDA failures as clear Python errors: ``gpugrad.cuda.OutOfMemoryError`` and ``CudaError``.
 
-CuPy reports an exhausted device as ``cupy.cuda.memory.OutOfMemoryError`` and other failures
+CuPy reports an exhausted device as ``cupy.cuda.memory.OutOfMemoryError``, other failures
 (a bad launch, an illegal address) as ``CUDARuntimeError``/``CUDADriverError``/``CUBLASError``,
-which name neither the gpugrad op that failed nor what to do. gpugrad catches them where
+and a kernel that does not compile as ``cupy.cuda.compiler.CompileException``; none of them
+names the gpugrad op that failed or says what to do. gpugrad catches them where
 arrays are made (``Function.apply`` around ``forward``, the factories, the backward engine)
-and raises its own error, chained to CuPy's.
+and raises its own error, chained to CuPy's. (Kernels of ``kernels/`` turn their own compile
+errors into ``KernelSourceError`` naming the source line, in ``_kernels.py``; the compile case
+here catches the rest: CuPy's internal kernels, a user's RawKernel inside a custom Function.)
 
 The CuPy classes are looked up lazily: ``except error_types() as e`` evaluates
 ``error_types()`` only when an exception is already propagating, so the success path costs
@@ -35,7 +38,7 @@ class CudaError(RuntimeError):
     op = status = None
 
 
-_OOM, _OTHER = "oom", "other"
+_OOM, _OTHER, _COMPILE = "oom", "other", "compile"
 # Status codes that mean "out of memory" in each CuPy error family.
 _OOM_STATUS = {"CUDARuntimeError": 2,   # cudaErrorMemoryAllocation
                "CUDADriverError": 2,    # CUDA_ERROR_OUT_OF_MEMORY
@@ -53,7 +56,10 @@ def _collect() -> tuple:
                                ("cupy_backends.cuda.api.runtime", "CUDARuntimeError", _OTHER),
                                ("cupy_backends.cuda.api.driver", "CUDADriverError", _OTHER),
                                ("cupy_backends.cuda.libs.cublas", "CUBLASError", _OTHER),
-                               ("cupy_backends.cuda.libs.curand", "CURANDError", _OTHER)):
+                               ("cupy_backends.cuda.libs.curand", "CURANDError", _OTHER),
+                               ("cupy_backends.cuda.libs.cusolver", "CUSOLVERError", _OTHER),
+                               ("cupy.cuda.compiler", "CompileException", _COMPILE),
+                               ("cupy_backends.cuda.libs.nvrtc", "NVRTCError", _COMPILE)):
         try:
             cls = getattr(importlib.import_module(module), name)
         except Exception:  # an older or newer CuPy without it: nothing to translate
@@ -82,7 +88,7 @@ def _op_name(op) -> str:
 
 def _fmt(n) -> str:
     if n is None:
-        return "?"
+        return "an unknown number of bytes"
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.2f} {unit}"
@@ -127,6 +133,14 @@ def translate(e: BaseException, op) -> BaseException:
     if kind == _OOM:
         return _oom(e, name)
     status = getattr(e, "status", None)
+    if kind == _COMPILE:
+        log = e.get_message() if hasattr(e, "get_message") else str(e)
+        err = CudaError(
+            f"{name}: a CUDA kernel failed to compile (NVRTC): {log.strip()}\nThe kernel source "
+            "is CuPy's or a custom kernel's (gpugrad's own kernels report their source line): "
+            "check the kernel's code and the dtypes it was called with.")
+        err.op, err.status = name, status
+        return err
     err = CudaError(
         f"{name}: CUDA error: {e}. CUDA reports some errors asynchronously, so the kernel at "
         "fault may belong to an earlier op: rerun with CUDA_LAUNCH_BLOCKING=1 to stop at the "

@@ -40,7 +40,7 @@ def from_dlpack(ext_tensor) -> Tensor:
         kind, index = int(kind), int(index)
     else:  # a producer from before DLPack's device query: assume host memory
         kind, index = _CPU, 0
-    if kind == _CPU:
+    if kind in (_CPU, _CUDA_HOST):  # pinned host memory is host memory: NumPy reads it
         try:
             array = np.from_dlpack(ext_tensor)
         except (TypeError, BufferError, RuntimeError, ValueError) as e:
@@ -69,8 +69,11 @@ def from_dlpack(ext_tensor) -> Tensor:
 
 def _unsupported(obj, e) -> TypeError:
     reason = str(e).rstrip(". ")
-    return TypeError(f"from_dlpack(): cannot import {type(obj).__name__} data without a copy: "
-                     f"{reason}. gpugrad supports float16/32/64, int8/16/32/64, uint8 and bool.")
+    hint = ("gpugrad supports float16/32/64, int8/16/32/64, uint8 and bool: convert the data "
+            "first (e.g. with the producer's .float())") if "dtype" in reason.lower() else \
+        ("a producer may refuse to share its memory (torch: tensors that require grad): pass "
+         "a detached tensor (t.detach())")
+    return TypeError(f"from_dlpack(): cannot import {type(obj).__name__} data: {reason}. {hint}.")
 
 
 # ---- legacy capsules ---------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """``gpugrad.cuda``: devices, memory statistics, streams and events, with torch.cuda's names.
 
-Everything runs on CuPy. On a machine without CUDA every function still answers, as
-torch.cuda does: queries return False/0, ``synchronize``/``empty_cache``/
-``reset_peak_memory_stats`` do nothing, and what needs a device (``current_device``,
-``Stream()``, ``Event()``, ...) raises a RuntimeError saying CUDA is not available.
+Everything runs on CuPy. On a machine without CUDA, as in a CPU-only torch build:
+``is_available()`` is False, ``device_count()`` 0, the memory figures are 0
+(``memory_stats()`` is empty), ``empty_cache()`` does nothing, and what needs a device
+(``current_device``, ``set_device``, ``mem_get_info``, ``Stream()``, ``Event()``, ...) raises a
+RuntimeError saying CUDA is not available and what to do. Two deliberate differences, so that
+device-agnostic code (timing loops, benchmarks) runs unchanged on a CPU: ``synchronize()`` and
+``reset_peak_memory_stats()`` do nothing there (torch raises an AssertionError and an
+AttributeError).
 
 Memory figures are those of CuPy's default memory pool, which holds every gpugrad CUDA
 tensor: ``memory_allocated`` = bytes in live arrays, ``memory_reserved`` = bytes held from
@@ -21,7 +25,7 @@ __all__ = ["is_available", "device_count", "current_device", "set_device", "devi
            "synchronize", "memory_allocated", "max_memory_allocated", "memory_reserved",
            "reset_peak_memory_stats", "reset_max_memory_allocated", "memory_stats",
            "empty_cache", "Stream", "Event", "StreamContext", "stream", "current_stream",
-           "default_stream", "OutOfMemoryError", "CudaError", "manual_seed",
+           "default_stream", "set_stream", "OutOfMemoryError", "CudaError", "manual_seed",
            "manual_seed_all"]
 
 
@@ -240,8 +244,16 @@ class Stream:
         cp = _backend._require_cuda("gpugrad.cuda.Stream()")
         index = _index(device, "gpugrad.cuda.Stream()")
         with cp.cuda.Device(index):
-            self._cp = cp.cuda.Stream(non_blocking=True, priority=priority) if priority \
-                else cp.cuda.Stream(non_blocking=True)
+            if not priority:
+                self._cp = cp.cuda.Stream(non_blocking=True)
+            else:
+                try:
+                    self._cp = cp.cuda.Stream(non_blocking=True, priority=priority)
+                except TypeError:  # a CuPy whose Stream takes no priority
+                    raise RuntimeError(
+                        f"gpugrad.cuda.Stream(priority={priority}): this CuPy "
+                        f"({getattr(cp, '__version__', '?')}) cannot set stream priorities; "
+                        "use priority=0 or a newer CuPy") from None
         self.device = _backend.cuda_device(index)
         self._entered = []
 
@@ -265,8 +277,11 @@ class Stream:
         return bool(self._cp.done)
 
     def synchronize(self) -> None:
-        """Wait (on the host) for all work queued on the stream."""
+        """Wait (on the host) for all work queued on the stream. Errors of that work surface
+        here, as gpugrad.cuda.CudaError."""
         self._cp.synchronize()
+
+    synchronize = guard(synchronize, "Stream.synchronize")
 
     def wait_event(self, event: "Event") -> None:
         """Make work queued on this stream from now on wait for ``event``."""
@@ -355,8 +370,11 @@ class Event:
         return bool(self._cp.done)
 
     def synchronize(self) -> None:
-        """Wait (on the host) until the work before the event has finished."""
+        """Wait (on the host) until the work before the event has finished. Errors of that
+        work surface here, as gpugrad.cuda.CudaError."""
         self._cp.synchronize()
+
+    synchronize = guard(synchronize, "Event.synchronize")
 
     def elapsed_time(self, end_event: "Event") -> float:
         """Milliseconds between this event and ``end_event`` (waits for ``end_event``)."""
@@ -370,6 +388,8 @@ class Event:
         end_event._cp.synchronize()
         return float(cp.cuda.get_elapsed_time(self._cp, end_event._cp))
 
+    elapsed_time = guard(elapsed_time, "Event.elapsed_time")
+
     def __repr__(self) -> str:
         return f"<gpugrad.cuda.Event {self.cuda_event:#x}>"
 
@@ -378,13 +398,24 @@ def current_stream(device=None) -> Stream:  # noqa: F811
     """The stream gpugrad's ops on ``device`` (default: the current device) are queued on."""
     cp = _backend._require_cuda("gpugrad.cuda.current_stream()")
     index = _index(device, "gpugrad.cuda.current_stream()")
-    return Stream._wrap(cp.cuda.get_current_stream(index), index)
+    with cp.cuda.Device(index):  # CuPy keeps one current stream per device
+        return Stream._wrap(cp.cuda.get_current_stream(), index)
 
 
 def default_stream(device=None) -> Stream:  # noqa: F811
     """The default (legacy, ``cuda_stream == 0``) stream of ``device``."""
     cp = _backend._require_cuda("gpugrad.cuda.default_stream()")
     return Stream._wrap(cp.cuda.Stream.null, _index(device, "gpugrad.cuda.default_stream()"))
+
+
+def set_stream(stream: Stream) -> None:  # noqa: F811
+    """Make ``stream`` the current stream of its device (prefer ``with stream:``, which
+    restores the previous one)."""
+    if stream is None:
+        return
+    cp = _backend._require_cuda("gpugrad.cuda.set_stream()")
+    with cp.cuda.Device(stream.device.index):  # CuPy keeps one current stream per device
+        stream._cp.use()
 
 
 class StreamContext:
