@@ -6,14 +6,26 @@
 from __future__ import annotations
 
 from . import graph  # noqa: F401
+from . import forward_ad  # noqa: F401  (forward-mode AD: dual_level, make_dual, ...)
 from .function import Function, FunctionCtx, InplaceError, once_differentiable  # noqa: F401
 from .grad_mode import (enable_grad, inference_mode, is_grad_enabled,  # noqa: F401
                         is_inference_mode_enabled, no_grad, set_grad_enabled)
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: F401
 
 __all__ = ["backward", "grad", "Function", "FunctionCtx", "once_differentiable", "Variable",
            "no_grad", "enable_grad", "set_grad_enabled", "inference_mode", "is_grad_enabled",
-           "graph", "gradcheck", "gradgradcheck", "GradcheckError"]
+           "graph", "gradcheck", "gradgradcheck", "GradcheckError", "functional", "forward_ad",
+           "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled"]
+
+
+def __getattr__(name):
+    # ``autograd.functional`` is loaded on first use: it needs the factories, which are not
+    # importable yet while gpugrad/_tensor.py (which imports this package) is loading.
+    if name == "functional":
+        import importlib
+        return importlib.import_module(".functional", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _as_tuple(x):

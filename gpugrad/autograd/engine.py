@@ -20,7 +20,7 @@ import numpy as np
 
 from .._cuda_errors import error_types as _cuda_error_types
 from .._cuda_errors import translate as _cuda_error
-from . import grad_mode
+from . import anomaly_mode, grad_mode
 from .graph import AccumulateGrad
 
 __all__ = ["run_backward"]
@@ -195,6 +195,7 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
 
     prev = _state.enabled
     _state.enabled = bool(create_graph)
+    anomaly = anomaly_mode._mode.enabled  # read once per pass: nothing per node when off
     heap = []
     tick = 0
     for node in root_nodes:
@@ -233,7 +234,7 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                 continue
 
             incoming = [s and s[0] for s in buf]
-            out = node._apply(incoming)
+            out = anomaly_mode.run_node(node, incoming) if anomaly else node._apply(incoming)
             if node._post_hooks:
                 for hook in tuple(node._post_hooks.values()):
                     r = hook(tuple(out), tuple(incoming))

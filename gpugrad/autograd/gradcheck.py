@@ -8,7 +8,9 @@ torch's layout (row = element of input ``i``, column = element of output ``o``):
 - analytical: reverse mode, one ``autograd.grad`` per output element with a unit-vector
   ``grad_outputs``;
 
-and they must agree as ``|a - n| <= atol + rtol * |n|``. Comparisons run on the host in
+and they must agree as ``|a - n| <= atol + rtol * |n|``. With ``check_forward_ad=True`` a
+third Jacobian, built by forward mode (one dual-number pass per input element), must agree
+with the numerical one too. Comparisons run on the host in
 float64, so the same check works for CPU and CUDA tensors.
 """
 from __future__ import annotations
@@ -258,9 +260,58 @@ def _check_undefined_grad(func, inputs, diff_idx):
                                      f"all output grads are undefined or zero (input {i})")
 
 
+def _forward_ad_module():
+    """gpugrad.autograd.forward_ad, looked up at call time (it may be added later)."""
+    import importlib
+    try:
+        fwad = importlib.import_module("gpugrad.autograd.forward_ad")
+    except ImportError as e:
+        raise NotImplementedError("gradcheck(check_forward_ad=True) needs forward-mode AD "
+                                  "(gpugrad.autograd.forward_ad), which is not available in "
+                                  "this build. Leave check_forward_ad=False.") from e
+    return fwad
+
+
+def _forward_jacobian(func, inputs, diff_idx, out_idx, outputs):
+    """{(o, i): Jacobian (numel_i x numel_o)} by forward mode: one dual-number pass per
+    input element, with tangent = that unit vector."""
+    fwad = _forward_ad_module()
+    jac = {(o, i): np.zeros((inputs[i].numel(), outputs[o].numel()))
+           for o in out_idx for i in diff_idx}
+    for i in diff_idx:
+        x = inputs[i]
+        for row in range(x.numel()):
+            tangent = _unit(x, row)
+            with fwad.dual_level():
+                args = tuple(fwad.make_dual(a.detach(), tangent) if n == i else a
+                             for n, a in enumerate(inputs))
+                outs = _as_tuple(func(*args))
+                for o in out_idx:
+                    t = fwad.unpack_dual(outs[o])[1]  # (primal, tangent)
+                    if t is not None:
+                        if t.shape != outs[o].shape:
+                            raise GradcheckError(
+                                f"Forward AD gradient has shape mismatch: got {list(t.shape)} "
+                                f"for output {o} of shape {list(outs[o].shape)}")
+                        jac[o, i][row] = _host(t)
+    return jac
+
+
+def _check_forward_ad(func, inputs, outputs, diff_idx, out_idx, eps, atol, rtol):
+    numerical = _numerical(func, inputs, diff_idx, out_idx, outputs, eps)
+    forward = _forward_jacobian(func, inputs, diff_idx, out_idx, outputs)
+    for key, a in forward.items():
+        n = numerical[key]
+        if not np.allclose(a, n, rtol=rtol, atol=atol):
+            raise GradcheckError("While considering the forward AD gradients: "
+                                 + _mismatch(*key, inputs[key[1]].shape, a, n, atol, rtol))
+
+
 def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True,
               nondet_tol=0.0, check_undefined_grad=True, check_grad_dtypes=False,
-              check_batched_grad=False, fast_mode=False, masked=None) -> bool:
+              check_batched_grad=False, check_batched_forward_grad=False,
+              check_forward_ad=False, check_backward_ad=True, fast_mode=False,
+              masked=None) -> bool:
     """Check the gradients of ``func`` at ``inputs`` against finite differences.
 
     ``func`` returns a tensor or a tuple of tensors; ``inputs`` is a tensor or a tuple whose
@@ -269,9 +320,19 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
     Returns True, or raises ``GradcheckError`` naming the output, the input and the first
     failing Jacobian entry (returns False instead with ``raise_exception=False``).
     ``fast_mode`` compares ``v^T J u`` for random ``u``, ``v`` instead of whole Jacobians.
-    ``check_batched_grad`` and ``masked`` are accepted for torch compatibility: gpugrad has
-    no vmap and no sparse tensors, so there is nothing more to check.
+    ``check_forward_ad`` also compares the Jacobian built by forward mode
+    (``gpugrad.autograd.forward_ad``) with the numerical one; ``check_backward_ad=False``
+    skips the reverse-mode checks. ``check_batched_grad`` / ``check_batched_forward_grad``
+    need vmap, which gpugrad does not have: True raises NotImplementedError. ``masked`` is
+    accepted for torch compatibility (no sparse tensors).
     """
+    if check_batched_grad or check_batched_forward_grad:
+        which = "check_batched_grad" if check_batched_grad else "check_batched_forward_grad"
+        raise NotImplementedError(f"gradcheck({which}=True) checks gradients computed with "
+                                  "vmap, which gpugrad does not have. Leave it False.")
+    if not (check_forward_ad or check_backward_ad):
+        raise ValueError("Expected at least one of check_forward_ad or check_backward_ad to "
+                         "be True")
     inputs = _as_tuple(inputs)
     diff_idx = [i for i, x in enumerate(inputs) if _is_tensor(x) and x.requires_grad]
     if not diff_idx:
@@ -286,14 +347,17 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
         with enable_grad():
             outputs = _as_tuple(func(*inputs))
         out_idx = _float_outputs(outputs)
-        if fast_mode:
-            _fast_check(func, inputs, outputs, diff_idx, out_idx, eps, atol, rtol,
-                        check_grad_dtypes)
-        else:
-            _slow_check(func, inputs, outputs, diff_idx, out_idx, eps, atol, rtol, nondet_tol,
-                        check_grad_dtypes)
-        if check_undefined_grad:
-            _check_undefined_grad(func, inputs, diff_idx)
+        if check_backward_ad:
+            if fast_mode:
+                _fast_check(func, inputs, outputs, diff_idx, out_idx, eps, atol, rtol,
+                            check_grad_dtypes)
+            else:
+                _slow_check(func, inputs, outputs, diff_idx, out_idx, eps, atol, rtol,
+                            nondet_tol, check_grad_dtypes)
+            if check_undefined_grad:
+                _check_undefined_grad(func, inputs, diff_idx)
+        if check_forward_ad:
+            _check_forward_ad(func, inputs, outputs, diff_idx, out_idx, eps, atol, rtol)
     except GradcheckError:
         if raise_exception:
             raise
@@ -316,7 +380,9 @@ def _random_grad_output(out, rng, non_contiguous):
 
 def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=1e-3,
                   gen_non_contig_grad_outputs=False, raise_exception=True, nondet_tol=0.0,
-                  check_undefined_grad=True) -> bool:
+                  check_undefined_grad=True, check_grad_dtypes=False, check_batched_grad=False,
+                  check_fwd_over_rev=False, check_rev_over_rev=True, fast_mode=False,
+                  masked=False) -> bool:
     """Check second derivatives: ``gradcheck`` of ``(inputs, grad_outputs) ->
     autograd.grad(func(inputs), inputs, grad_outputs, create_graph=True)``.
 
@@ -348,4 +414,8 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
 
     return gradcheck(backward_of_func, inputs + grad_outputs, eps=eps, atol=atol, rtol=rtol,
                      raise_exception=raise_exception, nondet_tol=nondet_tol,
-                     check_undefined_grad=check_undefined_grad)
+                     check_undefined_grad=check_undefined_grad,
+                     check_grad_dtypes=check_grad_dtypes,
+                     check_batched_grad=check_batched_grad,
+                     check_forward_ad=check_fwd_over_rev, check_backward_ad=check_rev_over_rev,
+                     fast_mode=fast_mode)
