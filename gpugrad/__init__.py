@@ -15,6 +15,8 @@ from ._tensor import Size, Tensor
 from . import autograd
 from .autograd import (Function, enable_grad, inference_mode, is_grad_enabled,  # noqa: F401
                        is_inference_mode_enabled, no_grad, set_grad_enabled)
+from .autograd.anomaly_mode import (is_anomaly_check_nan_enabled,  # noqa: F401
+                                    is_anomaly_enabled)
 from .ops import *  # noqa: F401,F403
 from .ops import __all__ as _ops_all
 from ._factories import *  # noqa: F401,F403
@@ -24,6 +26,9 @@ from ._random import initial_seed, manual_seed, seed  # noqa: F401
 from ._dlpack import from_dlpack  # noqa: F401
 from ._printing import set_printoptions  # noqa: F401
 from . import cuda, nn  # noqa: F401
+from . import func, utils  # noqa: F401
+from . import optim  # noqa: F401,E402
+from .serialization import load, save  # noqa: F401,E402
 
 __version__ = "0.1.0"
 
@@ -54,5 +59,5 @@ __all__ = sorted(set(_ops_all) | set(_factories_all) | {
     "is_tensor", "numel", "get_default_dtype", "set_default_dtype", "get_default_device",
     "set_default_device", "float16", "float32", "float64", "half", "float", "double", "int8",
     "int16", "int32", "int64", "short", "int", "long", "uint8", "bool", "promote_types",
-    "result_type", "can_cast", "set_printoptions"})
+    "result_type", "can_cast", "set_printoptions", "optim", "save", "load"})
 del _ops_all, _factories_all, _dtypes

@@ -20,9 +20,8 @@ Seeds and programs:
   004  d2l autograd: dot, zero_, sum, detach, Python control flow. (Its two MXNet snippets,
        ``mxnet.sym`` and ``mxnet.autograd.record``, are not PyTorch programs.)
 
-Programs that need a later issue are strict xfails naming it: issue 3 (indexing with setitem,
-``torch.stack``, select's grad_fn), issue 5 (``torch.autograd.functional.jacobian``),
-issue 6 (``torch.nn`` modules and losses).
+Every program runs today (the last strict xfail, seed 000's
+``torch.autograd.functional.jacobian``, was lifted by issue 5).
 """
 from __future__ import annotations
 
@@ -44,13 +43,6 @@ except ImportError:  # the gpugrad half of every test still runs
 
 # What fails today in the programs that wait for a later issue.
 NOT_YET = (AttributeError, TypeError, ImportError, NotImplementedError)
-ISSUE3_SETITEM = pytest.mark.xfail(strict=True, raises=NOT_YET,
-                                   reason="needs indexing with setitem (n[0, 0] = ...): issue 3")
-ISSUE5_JACOBIAN = pytest.mark.xfail(
-    strict=True, raises=NOT_YET,
-    reason="needs torch.autograd.functional.jacobian (issue 5) and torch.stack (issue 3)")
-ISSUE6_NN = pytest.mark.xfail(strict=True, raises=NOT_YET,
-                              reason="needs torch.nn.Sequential/Linear/ReLU/MSELoss: issue 6")
 
 
 # ---- running a program with gpugrad and with torch ------------------------------------------
@@ -242,7 +234,6 @@ def test_seed000_manual_jacobian():
     check(source, "000-manual-jacobian", SEED000_JACOBIAN_OUT.split("Auto")[0])
 
 
-@ISSUE5_JACOBIAN
 def test_seed000_jacobian_two_ways():
     ns, _ = check(SEED000_JACOBIAN, "000-jacobian", SEED000_JACOBIAN_OUT)
     assert values(ns["auto_jacobian"]) == [[2.0, 2.0], [3.0, 16.0]]
@@ -320,8 +311,6 @@ def test_seed001_variables_and_element_value():
     """)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="m[0, 0] records IndexBackward0, torch SelectBackward0: issue 3")
 def test_seed001_select_grad_fn_name():
     # the seed prints SelectBackward (torch < 1.8); torch 2.x prints SelectBackward0
     source = SEED001_SETITEM.split("n[0, 0] =")[0]
@@ -704,7 +693,6 @@ for epoch in range(100):
 """
 
 
-@ISSUE6_NN
 def test_seed002_neural_network(monkeypatch):
     # the weights are initialised randomly (differently in gpugrad and torch), so check the
     # shape of the log and that training works: the loss falls by more than half
