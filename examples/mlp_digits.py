@@ -4,55 +4,29 @@
 This is a plain PyTorch training script with `import gpugrad as torch` in place of
 `import torch`: nn.Sequential, CrossEntropyLoss, AdamW with a OneCycleLR schedule, a
 DataLoader, gradient clipping, and a checkpoint saved with torch.save-style `gpugrad.save`.
+The data, the command line, the training loop and the checkpoint check, which cnn_digits.py
+shares, are in _digits.py next to this file.
 
     python examples/mlp_digits.py            # full run (~97-99% test accuracy)
     python examples/mlp_digits.py --quick    # a few epochs, for CI
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
-
-import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from tqdm import tqdm
 
 import gpugrad as torch
 from gpugrad import nn
 from gpugrad.utils.data import DataLoader, TensorDataset
 
-
-def digits(device, seed=0):
-    """Train and test tensors: pixels scaled to [0, 1], 25% of the images held out."""
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).astype(np.float32)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
-                                                        random_state=seed)
-    return [torch.tensor(a, device=device) for a in (X_train, y_train, X_test, y_test)]
-
-
-def accuracy(model, X, y) -> float:
-    """The fraction of ``X`` that ``model`` classifies as ``y``."""
-    model.eval()
-    with torch.no_grad():
-        pred = model(X).argmax(dim=1)
-    model.train()
-    return (pred == y).float().mean().item()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _digits.py, wherever run from
+from _digits import digits, finish, fit, parse_args  # noqa: E402
 
 
 def main(argv=None) -> float:
     """Train, print the test accuracy, and return it."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few epochs (CI)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: gpugrad's)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    epochs = args.epochs or (6 if args.quick else 40)
-    device = torch.device(args.device) if args.device else torch.get_default_device()
+    args, epochs, device = parse_args(__doc__.splitlines()[0], argv,
+                                      quick_epochs=6, full_epochs=40)
 
     torch.manual_seed(args.seed)
     X_train, y_train, X_test, y_test = digits(device, args.seed)
@@ -68,32 +42,9 @@ def main(argv=None) -> float:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, epochs=epochs,
                                                     steps_per_epoch=len(loader))
 
-    bar = tqdm(range(epochs), desc=f"MLP on digits ({device})", unit="epoch",
-               disable=None, file=sys.stdout)
-    for _ in bar:
-        total, count = 0.0, 0
-        for xb, yb in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(yb)
-            count += len(yb)
-        bar.set_postfix(loss=f"{total / count:.4f}",
-                        test_acc=f"{accuracy(model, X_test, y_test):.4f}")
-    bar.close()
-
-    acc = accuracy(model, X_test, y_test)
-    # a checkpoint round trip: the reloaded model classifies the same way
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "mlp_digits.safetensors")
-        torch.save(model.state_dict(), path)
-        model.load_state_dict(torch.load(path))
-    assert accuracy(model, X_test, y_test) == acc
-    print(f"test accuracy: {acc:.4f} ({len(y_test)} held-out images, {epochs} epochs)")
-    return acc
+    fit(model, loader, loss_fn, optimizer, scheduler, epochs, X_test, y_test,
+        desc=f"MLP on digits ({device})", max_norm=5.0)
+    return finish(model, "mlp_digits", epochs, X_test, y_test)
 
 
 if __name__ == "__main__":

@@ -293,15 +293,21 @@ class Function(metaclass=_FunctionMeta):
             _state.enabled = prev
 
         if not record:
-            if ctx._dirty:
-                for t in (outputs if isinstance(outputs, tuple) else (outputs,)):
-                    if isinstance(t, _Tensor) and id(t) in ctx._dirty:
-                        t._version.value += 1
+            if ctx._dirty:  # tested here, so that apply pays no call without an in-place op
+                _bump_dirty(ctx, outputs)
             return outputs
         return _record(ctx, args, positions, outputs)
 
 
 _NO_GRAD = [(False,) * n for n in range(8)]
+
+
+def _bump_dirty(ctx, outputs) -> None:
+    """An unrecorded in-place op: bump the version of each output ``mark_dirty`` named (a
+    recorded one does it in ``_record``)."""
+    for t in (outputs if isinstance(outputs, tuple) else (outputs,)):
+        if isinstance(t, _Tensor) and id(t) in ctx._dirty:
+            t._version.value += 1
 
 # Forward-mode AD hooks, set by forward_ad.py: the flag is True only while a dual level is
 # active (and off while a forward or jvp runs inside it), so apply() pays one global read.
@@ -350,9 +356,7 @@ def _apply_with_tangents(cls, args, kwargs, has_tangent):
         _state.enabled = prev
     if not record:
         if ctx._dirty:
-            for t in (outputs if isinstance(outputs, tuple) else (outputs,)):
-                if isinstance(t, _Tensor) and id(t) in ctx._dirty:
-                    t._version.value += 1
+            _bump_dirty(ctx, outputs)
         return ctx, outputs
     return ctx, _record(ctx, args, positions, outputs)
 

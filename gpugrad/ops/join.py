@@ -406,7 +406,11 @@ def _torch_dtype_name(dtype) -> str:
         str(dtype).split(".")[-1], str(dtype))
 
 
-def _split_along(input: Tensor, ios, d: int, op: str) -> tuple:
+def _split_along(input: Tensor, ios, d: int, op: str, min_dim: int) -> tuple:
+    nd = input._data.ndim
+    if nd < min_dim:
+        raise RuntimeError(f"torch.{op} requires a tensor with at least {min_dim} dimension, "
+                           f"but got a tensor with {nd} dimensions!")
     if isinstance(ios, (int, np.integer)):
         n = input._data.shape[d]
         if ios == 0 or n % ios:
@@ -418,26 +422,15 @@ def _split_along(input: Tensor, ios, d: int, op: str) -> tuple:
 
 def hsplit(input: Tensor, indices_or_sections) -> tuple:
     """``tensor_split`` along dim 1 (dim 0 for a 1-D tensor); sections must divide evenly."""
-    nd = input._data.ndim
-    if nd == 0:
-        raise RuntimeError("torch.hsplit requires a tensor with at least 1 dimension, but got "
-                           "a tensor with 0 dimensions!")
-    return _split_along(input, indices_or_sections, 0 if nd == 1 else 1, "hsplit")
+    d = 0 if input._data.ndim == 1 else 1
+    return _split_along(input, indices_or_sections, d, "hsplit", 1)
 
 
 def vsplit(input: Tensor, indices_or_sections) -> tuple:
     """``tensor_split`` along dim 0 of a tensor of at least 2 dims; sections divide evenly."""
-    nd = input._data.ndim
-    if nd < 2:
-        raise RuntimeError(f"torch.vsplit requires a tensor with at least 2 dimension, but got "
-                           f"a tensor with {nd} dimensions!")
-    return _split_along(input, indices_or_sections, 0, "vsplit")
+    return _split_along(input, indices_or_sections, 0, "vsplit", 2)
 
 
 def dsplit(input: Tensor, indices_or_sections) -> tuple:
     """``tensor_split`` along dim 2 of a tensor of at least 3 dims; sections divide evenly."""
-    nd = input._data.ndim
-    if nd < 3:
-        raise RuntimeError(f"torch.dsplit requires a tensor with at least 3 dimension, but got "
-                           f"a tensor with {nd} dimensions!")
-    return _split_along(input, indices_or_sections, 2, "dsplit")
+    return _split_along(input, indices_or_sections, 2, "dsplit", 3)

@@ -16,6 +16,17 @@ def _param(*shape, device=None, dtype=None) -> Parameter:
     return Parameter(_factories.empty(*shape, device=device, dtype=dtype))
 
 
+def _weight_and_bias(module: Module, weight_shape, bias_shape, *, weight: bool = True,
+                     bias: bool = True, device=None, dtype=None) -> None:
+    """Register ``module.weight`` and ``module.bias`` as uninitialised Parameters of these
+    shapes (the module's ``reset_parameters`` fills them), each as None where left out; no
+    weight means no bias either (a norm layer with ``affine=False``)."""
+    module.register_parameter(
+        "weight", _param(*weight_shape, device=device, dtype=dtype) if weight else None)
+    module.register_parameter(
+        "bias", _param(*bias_shape, device=device, dtype=dtype) if weight and bias else None)
+
+
 class Identity(Module):
     """Returns its input (arguments are accepted and ignored)."""
 
@@ -34,11 +45,8 @@ class Linear(Module):
                  device=None, dtype=None) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = _param(out_features, in_features, device=device, dtype=dtype)
-        if bias:
-            self.bias = _param(out_features, device=device, dtype=dtype)
-        else:
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (out_features, in_features), (out_features,), bias=bias,
+                         device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -65,12 +73,8 @@ class Bilinear(Module):
         super().__init__()
         self.in1_features, self.in2_features = in1_features, in2_features
         self.out_features = out_features
-        self.weight = _param(out_features, in1_features, in2_features, device=device,
-                             dtype=dtype)
-        if bias:
-            self.bias = _param(out_features, device=device, dtype=dtype)
-        else:
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (out_features, in1_features, in2_features), (out_features,),
+                         bias=bias, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

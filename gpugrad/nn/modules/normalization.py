@@ -8,9 +8,17 @@ from ..._tensor import Tensor
 from .. import functional as F
 from .. import init
 from ..module import Module
-from .linear import _param
+from .linear import _weight_and_bias
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
+
+
+def _reset_affine(module: Module) -> None:
+    """A norm layer's affine parameters to the identity: weight 1, bias 0 (where present)."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
 
 
 class _BatchNorm(Module):
@@ -22,15 +30,8 @@ class _BatchNorm(Module):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        if affine:
-            self.weight = _param(num_features, device=device, dtype=dtype)
-            if bias:
-                self.bias = _param(num_features, device=device, dtype=dtype)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (num_features,), (num_features,), weight=affine, bias=bias,
+                         device=device, dtype=dtype)
         if track_running_stats:
             self.register_buffer("running_mean", _factories.zeros(num_features, device=device,
                                                                   dtype=dtype))
@@ -54,10 +55,7 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """Running stats reset; weight 1, bias 0."""
         self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _check_input_dim(self, input: Tensor) -> None:
         if input.ndim not in self._dims:
@@ -104,23 +102,13 @@ class LayerNorm(Module):
             normalized_shape = (normalized_shape,)
         self.normalized_shape = tuple(normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
-        if elementwise_affine:
-            self.weight = _param(*self.normalized_shape, device=device, dtype=dtype)
-            if bias:
-                self.bias = _param(*self.normalized_shape, device=device, dtype=dtype)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, self.normalized_shape, self.normalized_shape,
+                         weight=elementwise_affine, bias=bias, device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Weight 1, bias 0."""
-        if self.elementwise_affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -140,23 +128,13 @@ class GroupNorm(Module):
             raise ValueError("num_channels must be divisible by num_groups")
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps, self.affine = eps, affine
-        if affine:
-            self.weight = _param(num_channels, device=device, dtype=dtype)
-            if bias:
-                self.bias = _param(num_channels, device=device, dtype=dtype)
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (num_channels,), (num_channels,), weight=affine, bias=bias,
+                         device=device, dtype=dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Weight 1, bias 0."""
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
