@@ -296,3 +296,21 @@ def test_double_backward_through_copyslices(device):
         return b.sin()
 
     assert gradgradcheck(f, [x])
+
+
+def test_write_through_a_view_of_an_expanded_tensor(lib):
+    # torch's expand is writable: a non-overlapping view of it writes into the base (every
+    # row shows the write); a write to the whole expanded tensor would overlap and is refused.
+    z = lib.ones(3).expand(2, 3)
+    z[0] = 5
+    assert z.tolist() == [[5.0] * 3] * 2
+    with pytest.raises(RuntimeError, match="refers to a single memory location"):
+        z.add_(1)
+    x = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    w = lib.tensor([7.0, 8.0, 9.0], requires_grad=True)
+    y = x * 2
+    z = y.expand(2, 3)
+    z[1] = w * 3  # overwrites all of y's memory: x gets no gradient, w all of it
+    assert y.tolist() == [21.0, 24.0, 27.0]
+    (z * lib.tensor([[1.0], [2.0]])).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 0.0] and w.grad.tolist() == [9.0, 9.0, 9.0]

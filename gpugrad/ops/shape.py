@@ -149,6 +149,9 @@ def unflatten(input: Tensor, dim: int, sizes) -> Tensor:
     return reshape(input, shp[:d] + sizes + shp[d + 1:])
 
 
+_as_strided = np.lib.stride_tricks.as_strided
+
+
 class Expand(Function):
     """Broadcast to a larger shape without copying; the gradient is summed back."""
     _builtin = True
@@ -158,9 +161,15 @@ class Expand(Function):
     def forward(ctx, x, shape):
         ctx.in_shape = x.shape
         a = x._data
-        if a.shape == shape:  # a plain view (NumPy's broadcast views are read-only)
+        if a.shape == shape:  # a plain view
             return make(a[...])
-        return make(xp_of(a).broadcast_to(a, shape))
+        out = xp_of(a).broadcast_to(a, shape)
+        if not out.flags.writeable:
+            # NumPy's broadcast views are read-only; torch's (and CuPy's) are not: writing
+            # through a non-overlapping view of it (``z[0] = 5``) reaches the base. Writes
+            # that would overlap are refused by check_inplace, as torch refuses them.
+            out = _as_strided(a, shape, out.strides)
+        return make(out)
 
     jvp = _rules.linear()
 
