@@ -90,6 +90,10 @@ LAYERS = [
     ("AvgPool2d", (3,), {"stride": 2, "padding": 1, "count_include_pad": False},
      [(2, 2, 7, 6)]),
     ("AvgPool2d", (2,), {"divisor_override": 3}, [(1, 2, 4, 4)]),
+    ("AvgPool2d", (3,), {"stride": 2, "ceil_mode": True}, [(2, 2, 6, 8)]),
+    ("AvgPool2d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True}, [(1, 2, 6, 7)]),
+    ("AvgPool2d", (2,), {"stride": 3, "padding": 1, "ceil_mode": True,
+                         "count_include_pad": False}, [(1, 2, 7, 5)]),
     ("AdaptiveAvgPool2d", ((2, 3),), {}, [(2, 3, 5, 7)]),
     ("AdaptiveAvgPool2d", (1,), {}, [(2, 3, 4, 4)]),
     ("AdaptiveAvgPool2d", ((3, None),), {}, [(1, 2, 7, 5)]),
@@ -327,6 +331,7 @@ def test_gradcheck_pools(device):
     assert gradcheck(lambda x: F.max_pool2d(x, 3, 2, 1), (x,))
     assert gradgradcheck(lambda x: F.max_pool2d(x, 2, 1), (x,))  # overlapping windows
     assert gradcheck(lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), (x,))
+    assert gradcheck(lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True), (x,))
     assert gradcheck(lambda x: F.adaptive_avg_pool2d(x, (2, 4)), (x,))
 
 

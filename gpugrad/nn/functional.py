@@ -19,7 +19,7 @@ from ..ops import (elu as _elu, gelu, leaky_relu as _leaky_relu, log_softmax, re
 from ..ops import matmul, where
 from ..ops.inplace import apply_inplace
 from ..ops.nn_ops import Embedding as _EmbeddingFn
-from ..ops.nn_ops import Fold, MaxPool2d, Unfold
+from ..ops.nn_ops import Fold, MaxPool2d, Unfold, _pool_out
 from ..ops.pad import pad  # noqa: F401
 from ._losses import (binary_cross_entropy, binary_cross_entropy_with_logits,  # noqa: F401
                       cross_entropy, huber_loss, kl_div, l1_loss, mse_loss, nll_loss,
@@ -306,32 +306,44 @@ def max_pool2d(input: Tensor, kernel_size, stride=None, padding=0, dilation=1,
     return (out, idx) if return_indices else out
 
 
+def _avg_pool_divisors(n_in, k, s, p, n_out, include_pad):
+    """Per output position along one axis, the size torch divides the window's sum by: the
+    window clipped to the padded input (``include_pad``) or to the input itself."""
+    start = np.arange(n_out) * s - p
+    end = np.minimum(start + k, n_in + p)
+    if not include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, n_in)
+    return end - start
+
+
 def avg_pool2d(input: Tensor, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override=None) -> Tensor:
-    """2-D average pooling, as an unfold of each channel and a mean over the window."""
+    """2-D average pooling, as an unfold of each channel and a sum over the window divided
+    by torch's window sizes (``ceil_mode`` adds the partial windows at the end)."""
     k, s, p, _ = _pool_args("avg_pool2d", input, kernel_size, stride, padding)
-    if ceil_mode:
-        raise NotImplementedError("avg_pool2d: ceil_mode=True is not supported by gpugrad; "
-                                  "pad the input instead")
     if input.ndim == 3:
         return avg_pool2d(input.unsqueeze(0), k, s, p, ceil_mode, count_include_pad,
                           divisor_override).squeeze(0)
     n, c, h, w = input.shape
-    pads = ((p[0], p[0]), (p[1], p[1]))
+    oh, ow = (_pool_out(h, k[0], s[0], p[0], 1, ceil_mode),
+              _pool_out(w, k[1], s[1], p[1], 1, ceil_mode))
+    # ceil_mode's last windows may reach past the padded input: zeros there add nothing
+    extra = [max(0, (o - 1) * si + ki - (n_ + 2 * pi))
+             for o, si, ki, n_, pi in zip((oh, ow), s, k, (h, w), p)]
+    pads = ((p[0], p[0] + extra[0]), (p[1], p[1] + extra[1]))
     cols = Unfold.apply(input.reshape(n * c, 1, h, w), k, (1, 1), pads, s)  # (NC, kh*kw, L)
-    oh = (h + 2 * p[0] - k[0]) // s[0] + 1
-    ow = (w + 2 * p[1] - k[1]) // s[1] + 1
     total = cols.sum(1)
     if divisor_override:
         out = total / divisor_override
-    elif count_include_pad or not (p[0] or p[1]):
-        # torch divides by the window clipped to the padded input (the whole window here)
-        out = total / (k[0] * k[1])
     else:
-        xp = _xp(input)
-        ones = xp.ones((1, 1, h, w), dtype=input._data.dtype)
-        counts = Unfold.apply(Tensor._make(ones), k, (1, 1), pads, s).sum(1)
-        out = total / counts
+        dh = _avg_pool_divisors(h, k[0], s[0], p[0], oh, count_include_pad)
+        dw = _avg_pool_divisors(w, k[1], s[1], p[1], ow, count_include_pad)
+        sizes = np.outer(dh, dw).reshape(-1)
+        if (sizes == sizes[0]).all():  # the common case: one number
+            out = total / int(sizes[0])
+        else:
+            xp = _xp(input)
+            out = total / Tensor._make(xp.asarray(sizes.astype(input._data.dtype)))
     return out.reshape(n, c, oh, ow)
 
 
