@@ -74,6 +74,12 @@ LAYERS = [
     ("Conv2d", (3, 4, 3), {"padding": "valid", "stride": 3}, [(1, 3, 8, 8)]),
     ("Conv2d", (4, 4, 3), {"groups": 4, "bias": False, "padding": 1}, [(2, 4, 5, 5)]),
     ("Conv2d", (3, 5, 3), {"padding": 1}, [(3, 6, 6)]),  # unbatched
+    ("Conv2d", (3, 4, 3), {"padding": (1, 2), "padding_mode": "reflect"}, [(2, 3, 6, 7)]),
+    ("Conv2d", (3, 4, (3, 2)), {"padding": "same", "padding_mode": "replicate",
+                                "dilation": (1, 2)}, [(1, 3, 5, 6)]),
+    ("Conv2d", (2, 4, 3), {"padding": 2, "stride": 2, "padding_mode": "circular"},
+     [(2, 2, 5, 6)]),
+    ("Conv1d", (2, 3, 3), {"padding": 1, "padding_mode": "circular"}, [(2, 2, 7)]),
     ("ConvTranspose2d", (4, 6, 3), {"stride": 2, "padding": 1, "output_padding": 1},
      [(2, 4, 4, 5)]),
     ("ConvTranspose2d", (4, 6, (3, 2)), {"stride": (2, 3), "groups": 2, "dilation": (2, 1)},

@@ -16,6 +16,9 @@ def _tuple(v, n):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+_PADDING_MODES = {"zeros", "reflect", "replicate", "circular"}
+
+
 class _ConvNd(Module):
     _n = 2
     transposed = False
@@ -37,9 +40,12 @@ class _ConvNd(Module):
                                  "{'valid', 'same'}")
             if padding == "same" and any(s != 1 for s in _tuple(stride, n)):
                 raise ValueError("padding='same' is not supported for strided convolutions")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"padding_mode={padding_mode!r} is not supported by "
-                                      "gpugrad (only 'zeros'); pad with F.pad first")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {sorted(_PADDING_MODES)}, but got "
+                             f"padding_mode='{padding_mode}'")
+        if self.transposed and padding_mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for '
+                             f"{type(self).__name__}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _tuple(kernel_size, n)
         self.stride = _tuple(stride, n)
@@ -48,6 +54,16 @@ class _ConvNd(Module):
         self.output_padding = _tuple(output_padding, n)
         self.groups = groups
         self.padding_mode = padding_mode
+        # F.pad's order (last dim first, left then right), for the non-zero padding modes
+        if self.padding == "valid":
+            self._pad_for_mode = (0, 0) * n
+        elif self.padding == "same":
+            self._pad_for_mode = ()
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):
+                total = d * (k - 1)
+                self._pad_for_mode += (total // 2, total - total // 2)
+        else:
+            self._pad_for_mode = tuple(x for p in reversed(self.padding) for x in (p, p))
         if self.transposed:
             shape = (in_channels, out_channels // groups) + self.kernel_size
         else:
@@ -96,6 +112,10 @@ class _Conv(_ConvNd):
                          groups, bias, padding_mode, device=device, dtype=dtype)
 
     def forward(self, input):
+        if self.padding_mode != "zeros":  # pad by the mode, then a convolution without padding
+            return self._conv(F.pad(input, self._pad_for_mode, mode=self.padding_mode),
+                              self.weight, self.bias, self.stride, 0, self.dilation,
+                              self.groups)
         return self._conv(input, self.weight, self.bias, self.stride, self.padding,
                           self.dilation, self.groups)
 
