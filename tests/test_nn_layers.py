@@ -196,6 +196,28 @@ def test_embedding_matches_torch(device):
     assert_close(gm.weight, tm.weight, 1e-6, 1e-7)
 
 
+def test_embedding_scale_grad_by_freq_matches_torch(device):
+    torch_or_skip()
+    tmod, gmod = _pair("Embedding", 6, 3, padding_idx=1, scale_grad_by_freq=True)
+    assert repr(gmod) == repr(tmod)
+    idx = np.array([[0, 4, 4], [4, 1, 3], [0, 5, 1]])  # 4 three times, 0 and 1 twice
+    ty, gy, _, _ = _run_both(tmod, gmod, [idx], device, grad_inputs=False)
+    assert_close(gy, ty, 1e-12, 1e-12)
+    assert_close(gmod.weight.grad, tmod.weight.grad, 1e-12, 1e-12)
+    # The scaled "gradient" is a heuristic, not the derivative (so no gradcheck of the
+    # embedding itself); the map it computes, cotangent -> weight gradient, is linear, and
+    # create_graph differentiates that map exactly (torch's double backward drops the scale).
+    w = gpugrad.randn(6, 3, dtype=gpugrad.float64, device=device, requires_grad=True)
+    i = gpugrad.tensor(idx, device=device)
+
+    def weight_grad(g):
+        with gpugrad.enable_grad():  # gradcheck evaluates under no_grad; this needs a graph
+            out = F.embedding(i, w, padding_idx=1, scale_grad_by_freq=True)
+            return gpugrad.autograd.grad(out, w, g, create_graph=True)[0]
+    g = gpugrad.randn(3, 3, 3, dtype=gpugrad.float64, device=device, requires_grad=True)
+    assert gradcheck(weight_grad, (g,))
+
+
 def test_embedding_errors(device):
     emb = nn.Embedding(4, 2)
     with pytest.raises(IndexError, match="index out of range"):

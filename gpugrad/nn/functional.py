@@ -504,8 +504,9 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num):
         raise IndexError(f"embedding: index out of range in self (indices must be in [0, {num}),"
                          f" got min {int(idx.min())}, max {int(idx.max())})")
-    if scale_grad_by_freq or sparse:
-        raise NotImplementedError("embedding: scale_grad_by_freq and sparse are not supported")
+    if sparse:
+        raise NotImplementedError("embedding: sparse=True is not supported: gpugrad has no "
+                                  "sparse tensors; the dense gradient is the same values")
     if max_norm is not None:
         with no_grad():
             xp = _xp(weight)
@@ -515,7 +516,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
             scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
             w[rows] *= scale[:, None].astype(w.dtype)
             weight._version.value += 1
-    return _EmbeddingFn.apply(weight, input, padding_idx)
+    return _EmbeddingFn.apply(weight, input, padding_idx, bool(scale_grad_by_freq))
 
 
 def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:

@@ -255,21 +255,29 @@ class _PoolGather(Function):
 # ---- embedding --------------------------------------------------------------------------------
 class Embedding(Function):
     """Rows of ``weight`` at integer ``indices``; the gradient of the ``padding_idx`` row is
-    zero."""
+    zero; with ``scale_grad_by_freq`` each row's gradient is divided by how often its index
+    occurs in ``indices``."""
     _builtin = True
 
     @staticmethod
-    def forward(ctx, weight, indices, padding_idx):
+    def forward(ctx, weight, indices, padding_idx, scale_grad_by_freq=False):
         idx = indices._data
-        ctx.meta = (idx, padding_idx, tuple(weight.shape))
+        ctx.meta = (idx, padding_idx, tuple(weight.shape), scale_grad_by_freq)
         return make(weight._data[idx])
 
     jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
-        idx, padding_idx, shape = ctx.meta
-        return _EmbeddingScatter.apply(g, idx, padding_idx, shape), None, None
+        idx, padding_idx, shape, by_freq = ctx.meta
+        return _EmbeddingScatter.apply(g, idx, padding_idx, shape, by_freq), None, None, None
+
+
+def _inverse_frequency(flat, n: int, dtype):
+    """1 / (occurrences of each entry of ``flat`` in ``flat``), one per entry, as a column."""
+    xp = xp_of(flat)
+    counts = xp.bincount(flat, minlength=n)[flat]
+    return (1.0 / counts).astype(dtype)[:, None]
 
 
 class _EmbeddingScatter(Function):
@@ -278,24 +286,29 @@ class _EmbeddingScatter(Function):
     _node_name = "EmbeddingBackward0"
 
     @staticmethod
-    def forward(ctx, g, idx, padding_idx, shape):
+    def forward(ctx, g, idx, padding_idx, shape, by_freq=False):
         a = g._data
         flat = idx.reshape(-1)
         rows = a.reshape(-1, shape[1])
+        if by_freq:
+            rows = rows * _inverse_frequency(flat, shape[0], a.dtype)
         out = xp_of(a).zeros(shape, dtype=a.dtype)
         _add_at(out, flat, rows)
         if padding_idx is not None:
             out[padding_idx] = 0
-        ctx.meta = (idx, padding_idx)
+        ctx.meta = (idx, padding_idx, shape[0], by_freq)
         return make(out)
 
     jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, gg):
-        idx, padding_idx = ctx.meta
+        idx, padding_idx, n, by_freq = ctx.meta
         out = Embedding.apply(gg, Tensor._make(idx), None)
         if padding_idx is not None:
             keep = make((idx != padding_idx)[..., None].astype(gg._data.dtype))
             out = out * keep
-        return out, None, None, None
+        if by_freq:
+            out = out * make(_inverse_frequency(idx.reshape(-1), n, gg._data.dtype)
+                             .reshape(idx.shape + (1,)))
+        return out, None, None, None, None
