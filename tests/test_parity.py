@@ -257,6 +257,10 @@ case("gather", lambda x, i: ops.gather(x, 1, i), [f(3, 4), idx(3, 5, high=4)])
 case("index_add", lambda x, i, s: ops.index_add(x, 0, i, s, alpha=2),
      [f(3, 4), idx(5, high=3), f(5, 4)])
 case("index_fill", lambda x, i: ops.index_fill(x, 1, i, -1.0), [f(3, 4), idx(2, high=4)])
+case("index_copy", lambda x, s: ops.index_copy(x, 0, gpugrad.tensor([2, 0], device=x.device), s),
+     [f(3, 4), f(2, 4)])
+case("masked_scatter", lambda x, m, s: ops.masked_scatter(x, m, s), [f(3, 4), mask(3, 4),
+                                                                    f(12)])
 case("index_put", lambda x, i, v: ops.index_put(x, (i,), v, accumulate=True),
      [f(4, 3), idx(5, high=4), f(5, 3)])
 case("index_put_", lambda x, i, v: ops.index_put_(x.clone(), (i,), v),

@@ -22,6 +22,7 @@ from .linalg import bmm, dot, ger, inner, matmul, mm, mv, outer, vdot  # noqa: F
 from .reduction import (all, amax, amin, any, argmax, argmin, count_nonzero, cumsum,  # noqa
                         logsumexp, log_softmax, max, mean, min, norm, prod, softmax, std,
                         std_mean, sum, var, var_mean)
+from .indexing import (index_copy, masked_scatter)  # noqa: F401
 from .indexing import (argwhere, gather, getitem, index_add, index_fill,  # noqa: F401
                        index_put, index_put_, index_select, masked_fill, masked_select,
                        nonzero, scatter, scatter_add, take)
@@ -114,6 +115,7 @@ _METHODS = {
     "gather": gather, "scatter": scatter, "scatter_add": scatter_add,
     "index_select": index_select, "index_add": index_add, "index_fill": index_fill,
     "masked_fill": masked_fill, "masked_select": masked_select, "take": take,
+    "index_copy": index_copy, "masked_scatter": masked_scatter,
     "nonzero": nonzero, "argwhere": argwhere, "index_put": index_put,
 }
 
@@ -129,6 +131,7 @@ _INPLACE = {
     # indexing
     "scatter_": scatter, "scatter_add_": scatter_add, "index_add_": index_add,
     "index_fill_": index_fill, "masked_fill_": masked_fill, "index_put_": index_put,
+    "index_copy_": index_copy, "masked_scatter_": masked_scatter,
     # shape
     "tril_": tril, "triu_": triu,
 }

@@ -896,30 +896,84 @@ class IndexAdd(Function):
         return g if nx else None, None, None, gs, None
 
 
-def index_add(input: Tensor, dim: int, index: Tensor, source: Tensor, *, alpha=1) -> Tensor:
-    """``input`` with ``alpha * source`` added at ``index`` (a vector) along ``dim``; repeated
-    indices add up. Out of place."""
-    _check_index_dtype(index, "index_add", "index_add_(): Expected dtype int32/int64 for index "
-                       f"but got: {_torch_name(getattr(index, '_data', np.empty(0)).dtype)}")
-    i = _index_vector(index, "index_add_")
+def _index_source_checks(op: str, input: Tensor, dim: int, index, source: Tensor) -> int:
+    """The checks torch makes for index_add_/index_copy_ (in each one's words); returns
+    ``dim`` wrapped."""
+    copy = op == "index_copy_"
+    _check_index_dtype(index, op, f"{op}(): Expected dtype int32/int64 for index but got: "
+                       f"{_torch_name(getattr(index, '_data', np.empty(0)).dtype)}")
+    i = _index_vector(index, op)
     nd = input._data.ndim
-    dim = _wrap_dim(dim, nd, "index_add")
+    dim = _wrap_dim(dim, nd, op.rstrip("_"))
     xs, ss = input._data.shape, source._data.shape
     if nd and (len(ss) != nd or any(a != b for d, (a, b) in enumerate(zip(xs, ss)) if d != dim)):
-        raise RuntimeError(f"source tensor shape must match self tensor shape, excluding the "
+        raise RuntimeError(f"{op}(): source tensor shape must match self tensor shape, excluding "
+                           f"the specified dimension. Got self.shape = {list(xs)} source.shape = "
+                           f"{list(ss)}" if copy else
+                           f"source tensor shape must match self tensor shape, excluding the "
                            f"specified dimension. Got self.shape = {list(xs)} source.shape = "
                            f"{list(ss)}")
     n_src = ss[dim] if nd else 1
     if i.size != n_src:
-        raise RuntimeError(f"index_add_(): Number of indices ({i.size}) should be equal to "
+        if copy:
+            raise IndexError(f"{op}(): Number of indices ({i.size}) should be equal to "
+                             f"source.size(dim) ({n_src})")
+        raise RuntimeError(f"{op}(): Number of indices ({i.size}) should be equal to "
                            f"source.size(dim): ({n_src}), for dim: {dim}")
     if source._data.dtype != input._data.dtype:
-        raise RuntimeError(f"index_add_(): self ({_torch_name(input._data.dtype)}) and source "
-                           f"({_torch_name(source._data.dtype)}) must have the same scalar type")
-    _check_bounds(i, xs[dim] if nd else 1, dim, "index_add_")
-    if nd == 0:
+        a, b = _torch_name(input._data.dtype), _torch_name(source._data.dtype)
+        raise RuntimeError(f"{op}(): self and source expected to have the same dtype, but got "
+                           f"(self) {a} and (source) {b}" if copy else
+                           f"{op}(): self ({a}) and source ({b}) must have the same scalar type")
+    try:
+        _check_bounds(i, xs[dim] if nd else 1, dim, f"{op}()" if copy else op)
+    except RuntimeError as e:
+        if copy:  # torch raises IndexError here
+            raise IndexError(str(e)) from None
+        raise
+    return dim
+
+
+def index_add(input: Tensor, dim: int, index: Tensor, source: Tensor, *, alpha=1) -> Tensor:
+    """``input`` with ``alpha * source`` added at ``index`` (a vector) along ``dim``; repeated
+    indices add up. Out of place."""
+    dim = _index_source_checks("index_add_", input, dim, index, source)
+    if input._data.ndim == 0:
         return IndexAdd.apply(input.reshape(1), 0, index, source.reshape(1), alpha).reshape(())
     return IndexAdd.apply(input, dim, index, source, alpha)
+
+
+class IndexCopy(Function):
+    """``input`` with the slices at ``index`` along ``dim`` replaced by ``source``'s."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x, dim, index, source):
+        out = x._data.copy()
+        out[_dim_index(index._data.reshape(-1), dim)] = source._data
+        ctx.meta = dim
+        ctx.save_for_backward(index)
+        return make(out)
+
+    jvp = _rules.linear()
+
+    @staticmethod
+    def backward(ctx, g):
+        dim = ctx.meta
+        index, = ctx.saved_tensors
+        nx, _, _, ns = ctx.needs_input_grad
+        return (IndexFill.apply(g, dim, index, 0) if nx else None, None, None,
+                IndexSelect.apply(g, _dim_index(index._data.reshape(-1), dim), True)
+                if ns else None)
+
+
+def index_copy(input: Tensor, dim: int, index: Tensor, source: Tensor) -> Tensor:
+    """``input`` with its slices at ``index`` (a vector) along ``dim`` replaced by the slices
+    of ``source``, in order. Out of place; with repeated indices the last copy wins."""
+    dim = _index_source_checks("index_copy_", input, dim, index, source)
+    if input._data.ndim == 0:
+        return IndexCopy.apply(input.reshape(1), 0, index, source.reshape(1)).reshape(())
+    return IndexCopy.apply(input, dim, index, source)
 
 
 class IndexFill(Function):
@@ -1034,6 +1088,59 @@ def masked_select(input: Tensor, mask: Tensor) -> Tensor:
     if mask._data.ndim == 0:
         return getitem(input.reshape(1), mask.reshape(1))
     return getitem(input, mask)
+
+
+class MaskedScatter(Function):
+    """``source``'s first elements, in order, where ``mask`` holds; ``input`` elsewhere."""
+    _builtin = True
+
+    @staticmethod
+    def forward(ctx, x, mask, source):
+        out = x._data.copy()
+        m = mask._data
+        k = int(m.sum())
+        out[m] = source._data.reshape(-1)[:k]
+        ctx.meta = (m, k, tuple(source.shape))
+        return make(out)
+
+    jvp = _rules.linear(zero=(1,))
+
+    @staticmethod
+    def backward(ctx, g):
+        m, k, src_shape = ctx.meta
+        nx, _, ns = ctx.needs_input_grad
+        mask = Tensor._make(m)
+        gs = None
+        if ns:
+            picked = masked_select(g, mask)
+            n = int(np.prod(src_shape))
+            if n > k:  # source elements past the k used get no gradient
+                from .pad import pad
+                picked = pad(picked, (0, n - k))
+            gs = picked.reshape(src_shape)
+        return MaskedFill.apply(g, mask, 0) if nx else None, None, gs
+
+
+def masked_scatter(input: Tensor, mask: Tensor, source: Tensor) -> Tensor:
+    """``input`` with the positions where ``mask`` (broadcast to ``input``) holds filled, in
+    row-major order, from the first elements of ``source``. Out of place."""
+    _check_mask(mask, "masked_scatter", "masked_scatter_ only supports boolean masks, but got "
+                f"mask with dtype {_torch_name(getattr(mask, '_data', np.empty(0)).dtype)}")
+    if source._data.dtype != input._data.dtype:
+        raise RuntimeError(f"masked_scatter: expected self and source to have same dtypes but "
+                           f"got{_torch_name(input._data.dtype)} and "
+                           f"{_torch_name(source._data.dtype)}")  # sic: torch's missing space
+    xp = xp_of(input._data)
+    try:
+        m = xp.broadcast_to(mask._data, input._data.shape)
+    except ValueError:
+        raise RuntimeError(f"masked_scatter_: the mask of shape {list(mask.shape)} cannot be "
+                           f"broadcast to the tensor's shape {list(input.shape)}") from None
+    k = int(m.sum())
+    if k > source.numel():
+        raise RuntimeError(f"masked_scatter: Number of elements of source < number of ones in "
+                           f"mask (source has {source.numel()}, the mask {k} True values)")
+    return MaskedScatter.apply(input, Tensor._make(xp.ascontiguousarray(m)), source)
 
 
 # ---- take -------------------------------------------------------------------------------------
