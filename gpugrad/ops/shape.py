@@ -163,8 +163,9 @@ class Expand(Function):
         a = x._data
         if a.shape == shape:  # a plain view
             return make(a[...])
-        out = xp_of(a).broadcast_to(a, shape)
-        if not out.flags.writeable:
+        xp = xp_of(a)
+        out = xp.broadcast_to(a, shape)
+        if xp is np:  # (CuPy arrays have no writeable flag: they are always writable)
             # NumPy's broadcast views are read-only; torch's (and CuPy's) are not: writing
             # through a non-overlapping view of it (``z[0] = 5``) reaches the base. Writes
             # that would overlap are refused by check_inplace, as torch refuses them.
