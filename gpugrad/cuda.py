@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from . import _backend, _cuda_memory
 from ._cuda_errors import CudaError, OutOfMemoryError, guard
+from ._cuda_graphs import (CUDAGraph, graph, graph_pool_handle,  # noqa: F401
+                           is_current_stream_capturing, make_graphed_callables)
 
 __all__ = ["is_available", "device_count", "current_device", "set_device", "device",
            "get_device_name", "get_device_capability", "get_device_properties", "mem_get_info",
@@ -26,7 +28,8 @@ __all__ = ["is_available", "device_count", "current_device", "set_device", "devi
            "reset_peak_memory_stats", "reset_max_memory_allocated", "memory_stats",
            "empty_cache", "Stream", "Event", "StreamContext", "stream", "current_stream",
            "default_stream", "set_stream", "OutOfMemoryError", "CudaError", "manual_seed",
-           "manual_seed_all"]
+           "manual_seed_all", "CUDAGraph", "graph", "make_graphed_callables",
+           "is_current_stream_capturing", "graph_pool_handle"]
 
 
 # ---- devices ---------------------------------------------------------------------------------
