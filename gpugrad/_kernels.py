@@ -15,9 +15,17 @@ From that one definition gpugrad derives
   translated into a Python function over NumPy arrays (``?:`` becomes ``xp.where``, ``exp``
   ``xp.exp``, ``T(...)`` a cast to the kernel's dtype), compiled once with ``compile()``.
 
+- a vectorized CUDA kernel (``raw_source``): a grid-stride ``cupy.RawKernel`` that loads and
+  stores 16 bytes per array per thread (float4 / double2) and runs the same body per element,
+  with a scalar tail; used on CuPy for large contiguous, aligned, same-shape float32/float64
+  arrays (an ElementwiseKernel moves ~56% of copy bandwidth on an H100, this ~93%).
+
 ``kernels.tanh_backward(gy, y)`` runs whichever fits its arrays and returns the output array
 (a tuple for several outputs), in the dtype of the inputs (float16 is computed in float32 on
-both devices, as torch does, and rounded once at the end).
+both devices, as torch does, and rounded once at the end). ``out=(buf,)`` writes into given
+arrays instead (the twin then computes each output's last operation straight into its array);
+an output may be an input, in place, when the kernel's text reads all its inputs before it
+writes any output (see ``Kernel``).
 
 The language of a body: statements ``T name = expr;`` (a local) and ``name = expr;`` (an
 output or a local); expressions of + - * /, unary - + !, comparisons, && ||, ``c ? a : b``,
@@ -43,7 +51,8 @@ import numpy as np
 from ._kernels_dir import KERNELS_DIR
 
 __all__ = ["KernelSourceError", "Kernel", "KernelSet", "KernelDef", "load", "parse_file",
-           "parse_source", "kernels", "erf"]
+           "parse_source", "kernels", "erf", "raw_source", "raw_kernel_name",
+           "VECTORIZE_MIN_SIZE"]
 
 
 class KernelSourceError(RuntimeError):
@@ -354,14 +363,96 @@ class _Translator:
                 return _Translator.line_of(part)
         return node[-1] if isinstance(node[-1], int) else None
 
+    # ---- writing into output buffers ---------------------------------------------------
+    def ref(self, node, refs):
+        """The array inputs a twin value may BE (the same object, not a new array): bare
+        names, ``T(...)`` of them and the branches of a uniform ``?:``; every other
+        expression makes a new array."""
+        tag = node[0]
+        if tag == "name":
+            return refs.get(node[1], frozenset())
+        if tag == "cast" or (tag == "unary" and node[1] == "+"):
+            return self.ref(node[1] if tag == "cast" else node[2], refs)
+        if tag == "cond" and self.emit(node[1])[2]:
+            return self.ref(node[2], refs) | self.ref(node[3], refs)
+        return frozenset()
+
+    def reads(self, node, refs):
+        """The array inputs an expression reads, directly or through locals that are them."""
+        tag = node[0]
+        if tag == "name":
+            return refs.get(node[1], frozenset())
+        out = frozenset()
+        for part in node[1:]:
+            if isinstance(part, tuple):
+                out |= self.reads(part, refs)
+            elif isinstance(part, list):
+                for a in part:
+                    out |= self.reads(a, refs)
+        return out
+
+    def into(self, node, target) -> list:
+        """Statements computing ``node`` straight into the array ``target``: the outermost
+        operation of the expression as a ufunc with ``out=`` (no temporary for the result),
+        else ``target[...] = value`` (``xp.where``, erf, bool results)."""
+        tag = node[0]
+        if tag == "bin" and node[1] in _ARITH:
+            ls, lk, lu, _ = self.emit(node[2])
+            rs, rk, ru, _ = self.emit(node[3])
+            if not (lu and ru):
+                if lk == "bool":
+                    ls = f"_T({ls})"
+                if rk == "bool":
+                    rs = f"_T({rs})"
+                return [f"{_UFUNCS[node[1]]}({ls}, {rs}, out={target})"]
+        elif tag == "unary" and node[1] == "-":
+            src, kind, uniform, _ = self.emit(node[2])
+            if not uniform:
+                return [f"xp.negative({_T_of(src, kind)}, out={target})"]
+        elif tag == "call" and _FUNCTIONS[node[1]][0].startswith("xp.") \
+                and _FUNCTIONS[node[1]][2] == "T":
+            parts = [self.emit(a) for a in node[2]]
+            if not all(p[2] for p in parts):
+                srcs = ", ".join(p[0] for p in parts)
+                return [f"{_FUNCTIONS[node[1]][0]}({srcs}, out={target})"]
+        elif tag == "cond" and self.emit(node[1])[2] and not self.emit(node)[2]:
+            cs = self.emit(node[1])[0]
+            return ([f"if {cs}:"] + ["    " + x for x in self.into(node[2], target)] +
+                    ["else:"] + ["    " + x for x in self.into(node[3], target)])
+        return [f"{target}[...] = {self.emit(node)[0]}"]
+
     def function(self, statements) -> tuple[str, tuple]:
+        """The twin's source: ``def NAME(_T, *inputs, _out=None)``; without ``_out`` it returns
+        new arrays, with ``_out`` (a tuple of arrays, one per output) it writes each output's
+        final value into its array and returns ``_out``. Also sets ``self.steps``: for each
+        statement of the ``_out`` variant, (index of the output it writes or None, the array
+        inputs it reads), from which the Kernel decides whether an output may be an input."""
         k = self.k
         inputs = {n for n, _ in k.inputs}
-        lines = [f"def {k.name}(_T, {', '.join(n for n, _ in k.inputs)}):",
-                 f"    # {k.relname}:{k.line}"]
+        lines = [f"def {k.name}(_T, {', '.join(n for n, _ in k.inputs)}, _out=None):",
+                 f"    # {k.relname}:{k.line}", "    if _out is None:"]
+        # The _out variant: each output's last assignment writes its buffer; when that is
+        # `out = local` and the local is assigned once, the local's own statement writes the
+        # buffer instead (no temporary, no copy), and the local then names the buffer.
+        last = {}
+        count = {}
+        for idx, (tag, name, e, line) in enumerate(statements):
+            count[name] = count.get(name, 0) + 1
+            if name in k.outputs:
+                last[name] = idx
+        retarget = {}
+        for o, idx in last.items():
+            e = statements[idx][2]
+            if e[0] == "name" and e[1] not in inputs and e[1] not in k.outputs \
+                    and count.get(e[1]) == 1 and e[1] not in retarget:
+                retarget[e[1]] = o
+        into = [f"    {', '.join('_o_' + o for o in k.outputs)}"
+                f"{',' if len(k.outputs) == 1 else ''} = _out"]
+        refs = {n: frozenset([n]) for n, s in k.inputs if not s}
+        self.steps = []
         locals_ = set()
         assigned = set()
-        for tag, name, e, line in statements:
+        for idx, (tag, name, e, line) in enumerate(statements):
             if tag == "decl":
                 if name.startswith("_") or name in _RESERVED:
                     self.err(f"{name!r} is a reserved name", line)
@@ -374,22 +465,49 @@ class _Translator:
                     self.err(f"assignment to undeclared {name!r} (declare a local as "
                              f"`T {name} = ...;`, or list it in `// out:`)", line)
             src, kind, uniform, deps = self.emit(e)
+            read = self.reads(e, refs)
             if tag == "decl":
                 locals_.add(name)
             if kind == "bool":  # stored in a T: 0 or 1, as in C
                 src = f"_T({src})"
             if name in k.outputs:
                 assigned.add(name)
+            lines.append(f"        {name} = {src}")
+            target = None
+            if name in retarget:
+                target = retarget[name]
+            elif name in k.outputs and last[name] == idx and \
+                    not (e[0] == "name" and retarget.get(e[1]) == name):
+                target = name
+            if target is None:
+                into.append(f"    {name} = {src}")
+                refs[name] = self.ref(e, refs)
+                self.steps.append((None, read))
+            else:
+                buf = "_o_" + target
+                if uniform:  # a number: the name keeps it (a Python value for `?:`)
+                    into += [f"    {name} = {src}", f"    {buf}[...] = {name}"]
+                else:
+                    into += ["    " + x for x in self.into(e, buf)] + [f"    {name} = {buf}"]
+                refs[name] = frozenset()
+                self.steps.append((k.outputs.index(target), read))
             self.env[name] = ("T", uniform, deps)
-            lines.append(f"    {name} = {src}")
         missing = [o for o in k.outputs if o not in assigned]
         if missing:
             self.err(f"output(s) {', '.join(missing)} never assigned", k.line)
         arrays = frozenset(n for n, s in k.inputs if not s)
         # An output whose value depends on every array input has the broadcast shape already.
         full = tuple(self.env[o][2] == arrays for o in k.outputs)
-        lines.append(f"    return {', '.join(k.outputs)}")
+        lines.append(f"        return {', '.join(k.outputs)}")
+        lines += into + ["    return _out"]
         return "\n".join(lines) + "\n", full
+
+
+_UFUNCS = {"+": "xp.add", "-": "xp.subtract", "*": "xp.multiply", "/": "xp.divide"}
+
+
+def _T_of(src, kind):
+    return f"_T({src})" if kind == "bool" else src
 
 
 # ---- definitions ----------------------------------------------------------------------------------
@@ -406,6 +524,7 @@ class KernelDef:
         self.body, self.body_line = "", line
         self.python_source = ""
         self.full_shape = ()
+        self.write_steps = ()  # see _Translator.function
 
     @property
     def in_params(self) -> str:
@@ -516,9 +635,11 @@ def _compile_def(kdef: KernelDef, file) -> None:
     statements = _Parser(_tokenize(kdef.body, kdef.body_line, err), err).statements()
     if not statements:
         err("empty body", kdef.line)
-    src, full = _Translator(kdef, err).function(statements)
+    translator = _Translator(kdef, err)
+    src, full = translator.function(statements)
     kdef.python_source = src
     kdef.full_shape = full
+    kdef.write_steps = tuple(translator.steps)
 
 
 def parse_file(path) -> list[KernelDef]:
@@ -633,15 +754,118 @@ def _rsqrt(x):
 _TWIN_GLOBALS = {"xp": np, "_erf": erf, "_rsqrt": _rsqrt, "__builtins__": {}}
 
 
-# ---- a callable kernel ----------------------------------------------------------------------------
+# ---- the arrays -----------------------------------------------------------------------------------
 _ndarray = np.ndarray
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _CompileException = None  # cupy.cuda.compiler.CompileException, once CuPy is imported
 
+# ---- the vectorized CUDA kernel ------------------------------------------------------------------
+# dtype -> (C type, vector type of 16 bytes, elements per vector)
+_VECTOR_TYPES = {_F32: ("float", "float4", 4), _F64: ("double", "double2", 2)}
+#: Arrays of at least this many elements take the vectorized RawKernel on CuPy. Below it a
+#: launch is bound by its fixed cost, which is the same for both kernels.
+VECTORIZE_MIN_SIZE = 1 << 16
+_BLOCK = 256  # threads per block of the vectorized kernel
+_max_blocks = None  # 8 blocks of _BLOCK threads per multiprocessor fill an H100 (2048 threads)
 
+
+def raw_kernel_name(kdef: KernelDef, dtype) -> str:
+    """The ``extern "C"`` name of a kernel's vectorized RawKernel for ``dtype``."""
+    return f"gpugrad_vec_{kdef.name}_{np.dtype(dtype).name}"
+
+
+def raw_source(kdef: KernelDef, dtype) -> str:
+    """CUDA C source of the vectorized RawKernel of ``kdef`` for ``dtype`` (float32: float4,
+    float64: double2): a grid-stride loop in which each thread loads one 16-byte vector of
+    every array input, runs the kernel's body once per element (the body is a device function
+    whose parameters are the inputs by value and the outputs by reference, exactly as in the
+    ElementwiseKernel), and stores one vector of every output; then a scalar loop for the last
+    ``n % 4`` (or ``n % 2``) elements. Scalars are kernel arguments of type T, bool masks are
+    read element by element. Arguments: the inputs in order (arrays as pointers), the outputs,
+    then ``long long n``. Every input of a vector is loaded before any output is stored, so an
+    output may be the very array of an input (in place). All arrays must be C-contiguous, of
+    ``n`` elements, the float ones 16-byte aligned: ``Kernel`` checks this before choosing it.
+    Self-contained (its own namespace): sources of several kernels can be compiled as one."""
+    dtype = np.dtype(dtype)
+    ctype, vtype, width = _VECTOR_TYPES[dtype]
+    name = raw_kernel_name(kdef, dtype)
+    comps = "xyzw"[:width]
+    params, kparams, loads, decls, stores = [], [], [], [], []
+    lane = [[] for _ in comps]  # the arguments of the body's call for each lane
+    tail = []
+    for n, scalar in kdef.inputs:
+        if scalar:
+            params.append(f"const T {n}")
+            kparams.append(f"const T {n}")
+            for c in range(width):
+                lane[c].append(n)
+            tail.append(n)
+        elif n in kdef.masks:
+            params.append(f"const bool {n}")
+            kparams.append(f"const bool* {n}_p")
+            for c in range(width):
+                lane[c].append(f"{n}_p[_v * {width} + {c}]")
+            tail.append(f"{n}_p[_j]")
+        else:
+            params.append(f"const T {n}")
+            kparams.append(f"const {vtype}* {n}_p")
+            loads.append(f"    const {vtype} {n}_v = {n}_p[_v];")
+            for c, comp in enumerate(comps):
+                lane[c].append(f"{n}_v.{comp}")
+            tail.append(f"reinterpret_cast<const T*>({n}_p)[_j]")
+    for n in kdef.outputs:
+        params.append(f"T &{n}")
+        kparams.append(f"{vtype}* {n}_p")
+        decls.append(f"    {vtype} {n}_v;")
+        stores.append(f"    {n}_p[_v] = {n}_v;")
+        for c, comp in enumerate(comps):
+            lane[c].append(f"{n}_v.{comp}")
+        tail.append(f"reinterpret_cast<T*>({n}_p)[_j]")
+    wrapper = f'#line 1 "<vectorized wrapper of {kdef.name}>"'
+    lines = [wrapper, f"namespace {name}_ns {{", f"typedef {ctype} T;",
+             f"__device__ __forceinline__ void body({', '.join(params)}) {{",
+             kdef.cuda_operation, f'#line 1 "<vectorized wrapper of {kdef.name}, end>"', "}",
+             f'extern "C" __global__ void {name}({", ".join(kparams)}, const long long _n) {{',
+             f"  const long long _nv = _n / {width};",
+             "  const long long _stride = (long long)blockDim.x * gridDim.x;",
+             "  const long long _tid = (long long)blockIdx.x * blockDim.x + threadIdx.x;",
+             "  for (long long _v = _tid; _v < _nv; _v += _stride) {",
+             *loads, *decls, *(f"    body({', '.join(a)});" for a in lane), *stores,
+             "  }",
+             f"  for (long long _j = _nv * {width} + _tid; _j < _n; _j += _stride) {{",
+             f"    body({', '.join(tail)});",
+             "  }", "}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _may_overlap(x, y) -> bool:
+    """``numpy.may_share_memory``, skipped for views of two different base arrays that hold
+    their own memory (NumPy points every view at the array that owns the memory): such
+    memory never overlaps, and that check costs two attribute reads."""
+    bx, by = x.base, y.base
+    bx = x if bx is None else bx
+    by = y if by is None else by
+    if bx is not by and bx.__class__ is _ndarray and by.__class__ is _ndarray and \
+            bx.base is None and by.base is None:
+        return False
+    return np.may_share_memory(x, y)
+
+
+# ---- a callable kernel ----------------------------------------------------------------------------
 class Kernel:
     """A kernel of ``kernels/``, callable on NumPy or CuPy arrays (and numbers for its scalar
-    inputs); returns its output array, or a tuple of them."""
+    inputs); returns its output array, or a tuple of them.
+
+    ``out=`` (a tuple of arrays, one per output; a bare array for a one-output kernel) writes
+    the outputs into those arrays and returns them. Each must have the broadcast shape of the
+    inputs and the result dtype, on the inputs' device. An output may be one of the inputs
+    (the very same array: in place) when the kernel's text reads every input before it writes
+    any output (kernels/optim.cu is written so); other overlaps between outputs and inputs are
+    computed into new arrays first, then copied (correct, one temporary more).
+
+    On CuPy, float32 and float64 arrays that are all C-contiguous, of one shape (no
+    broadcasting), 16-byte aligned and of at least ``VECTORIZE_MIN_SIZE`` elements take a
+    vectorized RawKernel (``raw_source``); everything else the ElementwiseKernel."""
 
     def __init__(self, kdef: KernelDef) -> None:
         self.definition = kdef
@@ -649,6 +873,7 @@ class Kernel:
         self.__name__ = kdef.name
         self.__doc__ = "\n".join(kdef.doc) or None
         self._nin = len(kdef.inputs)
+        self._nout = len(kdef.outputs)
         self._arrays = tuple(i for i, (_, s) in enumerate(kdef.inputs) if not s)
         self._scalars = tuple(i for i, (_, s) in enumerate(kdef.inputs) if s)
         # the arrays that set T, and the boolean masks, read as they are
@@ -660,6 +885,8 @@ class Kernel:
         exec(compile(kdef.python_source, f"<twin of {kdef.relname}:{kdef.line}>", "exec"), ns)
         self.twin = ns[kdef.name]
         self._cupy = None
+        self._vec = {}  # dtype -> cupy.RawKernel
+        self._inplace = {}  # which output is which input -> may the twin write in place
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -667,15 +894,21 @@ class Kernel:
         return f"<gpugrad kernel {self.name}({d.in_params}) -> ({d.out_params}) at " \
                f"{d.relname}:{d.line}>"
 
-    def __call__(self, *args):
+    def __call__(self, *args, out=None):
         if len(args) != self._nin:
             raise TypeError(f"kernel {self.name} takes {self._nin} arguments "
                             f"({self.definition.in_params}), got {len(args)}")
+        if out is not None and out.__class__ is not tuple:
+            if not self._single or not hasattr(out, "shape"):
+                raise TypeError(f"kernel {self.name}: out must be a tuple of {self._nout} "
+                                f"arrays ({self.definition.out_params}), got "
+                                f"{type(out).__name__}")
+            out = (out,)
         first = args[self._arrays[0]]
         if first.__class__ is _ndarray or isinstance(first, _ndarray):
-            return self._run_numpy(args)
+            return self._run_numpy(args, out)
         if hasattr(first, "__cuda_array_interface__"):
-            return self._run_cupy(args)
+            return self._run_cupy(args, out)
         name = self.definition.inputs[self._arrays[0]][0]
         raise TypeError(f"kernel {self.name}: argument {name!r} must be a NumPy or CuPy array, "
                         f"not {type(first).__name__}")
@@ -709,8 +942,73 @@ class Kernel:
                 args[i] = args[i].astype(compute)
         return args, result
 
+    # ---- out= ------------------------------------------------------------------------------
+    def _check_out(self, out, args, result, numpy):
+        if len(out) != self._nout:
+            raise TypeError(f"kernel {self.name}: out must be a tuple of {self._nout} arrays "
+                            f"({self.definition.out_params}), got {len(out)}")
+        shape = args[self._arrays[0]].shape
+        for i in self._arrays[1:]:
+            if args[i].shape != shape:
+                shape = np.broadcast_shapes(*(args[i].shape for i in self._arrays))
+                break
+        for k, o in enumerate(out):
+            if (o.__class__ is _ndarray or isinstance(o, _ndarray)) != numpy or \
+                    not hasattr(o, "shape"):
+                raise TypeError(f"kernel {self.name}: out {self.definition.outputs[k]!r} must "
+                                f"be a {'NumPy' if numpy else 'CuPy'} array like the inputs, "
+                                f"not {type(o).__name__}")
+            if o.shape != shape:
+                raise ValueError(f"kernel {self.name}: out {self.definition.outputs[k]!r} has "
+                                 f"shape {tuple(o.shape)}, expected {tuple(shape)} (the "
+                                 f"broadcast shape of the inputs)")
+            if o.dtype is not result and o.dtype != result:
+                raise TypeError(f"kernel {self.name}: out {self.definition.outputs[k]!r} has "
+                                f"dtype {o.dtype}, expected {result} (the result dtype of the "
+                                f"inputs); hint: cast the inputs or pass an out of that dtype")
+
+    def _aliases(self, args, out):
+        """For each output, the name of the input it is (the same array), None if none; or
+        None as a whole when an output overlaps an input partially. Outputs must not overlap
+        each other."""
+        inputs = self.definition.inputs
+        alias = []
+        for k, o in enumerate(out):
+            which = None
+            for i in self._arrays:
+                a = args[i]
+                if o is a:
+                    which = inputs[i][0]
+                elif _may_overlap(o, a):
+                    if o.ctypes.data == a.ctypes.data and o.strides == a.strides and \
+                            o.shape == a.shape and o.dtype == a.dtype:
+                        which = inputs[i][0]
+                    else:
+                        return None
+            for o2 in out[:k]:
+                if o is o2 or _may_overlap(o, o2):
+                    raise ValueError(f"kernel {self.name}: the out arrays overlap each other")
+            alias.append(which)
+        return tuple(alias)
+
+    def _inplace_ok(self, alias) -> bool:
+        """Whether the twin may write its outputs into these arrays as it goes: no statement
+        after an output's write reads the input that output is (directly or through a
+        local that is that input)."""
+        ok = self._inplace.get(alias)
+        if ok is None:
+            steps = self.definition.write_steps
+            ok = True
+            for s, (k, _) in enumerate(steps):
+                x = None if k is None else alias[k]
+                if x is not None and any(x in reads for _, reads in steps[s + 1:]):
+                    ok = False
+                    break
+            self._inplace[alias] = ok
+        return ok
+
     # ---- NumPy ----------------------------------------------------------------------------
-    def _run_numpy(self, args):
+    def _run_numpy(self, args, out=None):
         args, result = self._dtypes(args)
         compute = args[self._floats[0]].dtype
         T = compute.type
@@ -718,6 +1016,8 @@ class Kernel:
             args = list(args)
             for i in self._scalars:
                 args[i] = T(args[i])
+        if out is not None:
+            return self._numpy_into(args, out, compute, result)
         out = self.twin(T, *args)
         if self._single:
             return self._finish(out, 0, args, compute, result, ())
@@ -725,6 +1025,25 @@ class Kernel:
         for k, v in enumerate(out):
             done.append(self._finish(v, k, args, compute, result, done))
         return tuple(done)
+
+    def _numpy_into(self, args, out, compute, result):
+        self._check_out(out, args, result, True)
+        T = compute.type
+        # float16: computed in float32 and rounded once, at the end (below)
+        if result is compute or result == compute:
+            alias = self._aliases(args, out)
+            if alias is not None and self._inplace_ok(alias):
+                self.twin(T, *args, out)
+                return out[0] if self._single else out
+        values = self.twin(T, *args)
+        if self._single:
+            values = (values,)
+        # a value that is (or overlaps) an out array must be read before any is written
+        values = [v.copy() if isinstance(v, _ndarray) and
+                  any(_may_overlap(v, o) for o in out) else v for v in values]
+        for o, v in zip(out, values):
+            np.copyto(o, v, casting="same_kind")
+        return out[0] if self._single else out
 
     def _finish(self, v, k, args, compute, result, others):
         """An output as a fresh array of the broadcast shape and the result dtype."""
@@ -746,6 +1065,7 @@ class Kernel:
 
     # ---- CuPy ------------------------------------------------------------------------------
     def _build(self):
+        """The ElementwiseKernel (one per kernel: CuPy compiles it once per dtype)."""
         global _CompileException
         with self._lock:
             if self._cupy is None:
@@ -758,25 +1078,108 @@ class Kernel:
                                                     d.cuda_operation, d.name)
         return self._cupy
 
-    def _run_cupy(self, args):
+    def _build_vec(self, dtype):
+        """The vectorized RawKernel for ``dtype`` (built on first use, compiled by CuPy on
+        its first launch)."""
+        global _CompileException, _max_blocks
+        with self._lock:
+            kern = self._vec.get(dtype)
+            if kern is None:
+                import cupy
+                from cupy.cuda import compiler
+
+                _CompileException = compiler.CompileException
+                if _max_blocks is None:
+                    try:
+                        sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+                    except Exception:  # noqa: BLE001 - a stand-in module, an odd device
+                        sms = 132
+                    _max_blocks = 8 * int(sms)
+                kern = self._vec[dtype] = cupy.RawKernel(
+                    raw_source(self.definition, dtype), raw_kernel_name(self.definition, dtype))
+        return kern
+
+    def _vectorizable(self, args, out) -> bool:
+        """Whether the vectorized RawKernel can run these arrays (see the class doc)."""
+        first = args[self._floats[0]]
+        if first.dtype not in _VECTOR_TYPES or first.size < VECTORIZE_MIN_SIZE:
+            return False
+        shape = first.shape
+        arrays = [args[i] for i in self._arrays]
+        for a in arrays:
+            if a.shape != shape or not a.flags.c_contiguous:
+                return False
+        for i in self._floats:
+            if args[i].data.ptr % 16:
+                return False
+        if out is not None:
+            spans = [(a.data.ptr, a.data.ptr + a.nbytes) for a in arrays]
+            for o in out:
+                if o.shape != shape or not o.flags.c_contiguous or o.data.ptr % 16:
+                    return False
+                lo, hi = o.data.ptr, o.data.ptr + o.nbytes
+                for a_lo, a_hi in spans:  # the same array, or no overlap at all
+                    if a_lo != lo and a_lo < hi and lo < a_hi:
+                        return False
+        return True
+
+    def _launch_vectorized(self, args, out):
+        """Run the vectorized RawKernel into ``out`` (new arrays when None); -> the outputs."""
+        first = args[self._floats[0]]
+        dtype = first.dtype
+        kern = self._vec.get(dtype) or self._build_vec(dtype)
+        if out is None:
+            import cupy
+            out = tuple(cupy.empty(first.shape, dtype) for _ in range(self._nout))
+        n = first.size
+        width = _VECTOR_TYPES[dtype][2]
+        blocks = max(1, min(-(-(n // width) // _BLOCK), _max_blocks))
+        T = dtype.type
+        params = [T(a) if i in self._scalars else a for i, a in enumerate(args)]
+        params += out
+        params.append(np.int64(n))
+        kern((blocks,), (_BLOCK,), tuple(params))
+        return out
+
+    def _launch_elementwise(self, args, out):
+        """Run the ElementwiseKernel into ``out`` (new arrays when None); -> the outputs."""
         kern = self._cupy or self._build()
+        res = kern(*args) if out is None else kern(*args, *out)
+        if out is not None:
+            return out
+        return (res,) if self._single else res
+
+    def _run_cupy(self, args, out=None):
         args, result = self._dtypes(args)
+        half = result.itemsize < 4  # float16: computed in float32, rounded once after
+        if out is not None:
+            self._check_out(out, args, result, False)
+        into = None if half else out
         try:
-            out = kern(*args)
+            if self._vectorizable(args, into):
+                res = self._launch_vectorized(args, into)
+            else:
+                res = self._launch_elementwise(args, into)
         except Exception as e:
             if _CompileException is not None and isinstance(e, _CompileException):
                 raise compile_error(self.definition, e) from e
             raise
-        if result.itemsize < 4:  # float16: computed in float32
-            out = out.astype(result) if self._single else tuple(o.astype(result) for o in out)
-        return out
+        if half:
+            if out is None:
+                res = tuple(r.astype(result) for r in res)
+            else:
+                for o, r in zip(out, res):
+                    o[...] = r
+                res = out
+        return res[0] if self._single else res
 
 
 def compile_error(kdef: KernelDef, exc) -> KernelSourceError:
     """CuPy's CompileException for a kernel as a KernelSourceError with the compiler log."""
     log = exc.get_message() if hasattr(exc, "get_message") else str(exc)
     return KernelSourceError(
-        f"CUDA compilation failed (CuPy ElementwiseKernel, NVRTC); the compiler's messages "
+        f"CUDA compilation failed (CuPy ElementwiseKernel or gpugrad's vectorized RawKernel, "
+        f"NVRTC); the compiler's messages "
         f"refer to lines of {kdef.relname}:\n{log}", kdef.name, kdef.file, kdef.line)
 
 

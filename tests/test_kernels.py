@@ -367,13 +367,22 @@ def test_wrong_arguments():
 
 # ---- the CuPy path, on CPU through a stand-in cupy module ---------------------------------------
 class _DeviceArray:
-    """Stands in for a cupy.ndarray: a NumPy array behind ``__cuda_array_interface__``."""
+    """Stands in for a cupy.ndarray: a NumPy array behind ``__cuda_array_interface__``, with
+    a made-up device address (``data.ptr``: 256-aligned plus ``offset`` bytes)."""
 
-    def __init__(self, a):
+    _next = 1 << 20
+
+    def __init__(self, a, offset=0, contiguous=None):
         self.a = np.asarray(a)
+        _DeviceArray._next += 256 * (1 + self.a.nbytes // 256)
+        self.data = types.SimpleNamespace(ptr=_DeviceArray._next + offset)
+        c = self.a.flags.c_contiguous if contiguous is None else contiguous
+        self.flags = types.SimpleNamespace(c_contiguous=c)
 
     dtype = property(lambda self: self.a.dtype)
     shape = property(lambda self: self.a.shape)
+    size = property(lambda self: self.a.size)
+    nbytes = property(lambda self: self.a.nbytes)
 
     @property
     def __cuda_array_interface__(self):
@@ -383,10 +392,17 @@ class _DeviceArray:
     def astype(self, dtype):
         return _DeviceArray(self.a.astype(dtype))
 
+    def __setitem__(self, key, value):
+        self.a[key] = value.a if isinstance(value, _DeviceArray) else value
+
+
+def _host(args):
+    return [a.a if isinstance(a, _DeviceArray) else a for a in args]
+
 
 def _fake_cupy(monkeypatch, fail=False):
-    """Install a ``cupy`` whose ElementwiseKernel records how it is built and called and runs
-    the kernel's twin on the host; returns the list of kernels built."""
+    """Install a ``cupy`` whose ElementwiseKernel and RawKernel record how they are built and
+    called and run the kernel's twin on the host; returns the list of kernels built."""
     built = []
 
     class CompileException(Exception):
@@ -403,20 +419,52 @@ def _fake_cupy(monkeypatch, fail=False):
             if fail:
                 raise CompileException("compilation failed")
             self.calls.append(tuple(a.dtype for a in args if isinstance(a, _DeviceArray)))
-            host = [a.a if isinstance(a, _DeviceArray) else a for a in args]
-            out = K[self.spec[3]].twin(host[0].dtype.type, *host)
-            return (tuple(_DeviceArray(o) for o in out) if isinstance(out, tuple)
-                    else _DeviceArray(out))
+            kernel = K[self.spec[3]]
+            nin = len(kernel.definition.inputs)
+            host = _host(args)
+            out = kernel.twin(host[kernel._floats[0]].dtype.type, *host[:nin])
+            out = out if isinstance(out, tuple) else (out,)
+            if len(args) > nin:  # outputs given
+                for o, v in zip(args[nin:], out):
+                    o.a[...] = v
+                return args[nin] if len(out) == 1 else args[nin:]
+            out = tuple(_DeviceArray(np.broadcast_to(o, np.broadcast_shapes(
+                *(h.shape for h in host[:nin] if isinstance(h, np.ndarray)))).copy())
+                for o in out)
+            return out[0] if len(out) == 1 else out
+
+    class RawKernel:
+        def __init__(self, code, name):
+            self.code, self.name = code, name
+            self.launches = []
+            built.append(self)
+
+        def __call__(self, grid, block, params):
+            if fail:
+                raise CompileException("compilation failed")
+            m = re.fullmatch(r"gpugrad_vec_(\w+)_(float32|float64)", self.name)
+            kernel = K[m.group(1)]
+            nin = len(kernel.definition.inputs)
+            self.launches.append((grid, block, params))
+            host = _host(params[:nin])
+            out = kernel.twin(np.dtype(m.group(2)).type, *host)
+            out = out if isinstance(out, tuple) else (out,)
+            for o, v in zip(params[nin:-1], out):
+                o.a[...] = v
 
     cupy = types.ModuleType("cupy")
     cupy.ElementwiseKernel = ElementwiseKernel
+    cupy.RawKernel = RawKernel
+    cupy.empty = lambda shape, dtype: _DeviceArray(np.empty(shape, dtype))
     cuda = types.ModuleType("cupy.cuda")
+    cuda.Device = lambda: types.SimpleNamespace(attributes={"MultiProcessorCount": 4})
     compiler = types.ModuleType("cupy.cuda.compiler")
     compiler.CompileException = CompileException
     cupy.cuda, cuda.compiler = cuda, compiler
     for name, mod in (("cupy", cupy), ("cupy.cuda", cuda), ("cupy.cuda.compiler", compiler)):
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(_kernels, "_CompileException", None)
+    monkeypatch.setattr(_kernels, "_max_blocks", None)
     return built
 
 
@@ -456,6 +504,295 @@ def test_cupy_compile_error_names_kernel_file_and_line(monkeypatch):
     assert type(e.__cause__).__name__ == "CompileException"
 
 
+# ---- out=: the outputs written into given arrays ------------------------------------------------
+_FLAGS = {"maximize", "nesterov", "first"}
+
+
+def _numbers(kernel):
+    """A valid set of numbers for the kernel's scalar inputs."""
+    if kernel.name in REF:
+        return list(REF[kernel.name][1][0])
+    return [0.0 if n in _FLAGS else 0.3 for n, s in kernel.definition.inputs if s]
+
+
+def _as_tuple(v):
+    return v if isinstance(v, tuple) else (v,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16],
+                         ids=["float32", "float64", "float16"])
+def test_out_writes_every_kernel_into_the_given_arrays(dtype):
+    """For every kernel: kernel(*args, out=bufs) returns bufs, holding exactly the values of
+    kernel(*args) (the same arithmetic in another order of writing)."""
+    for kernel in K:
+        arrays = [a if a.dtype == bool else np.abs(a) + 0.25 for a in _inputs(kernel, dtype)]
+        args = _call_args(kernel, arrays, _numbers(kernel))
+        with np.errstate(all="ignore"):
+            want = _as_tuple(kernel(*args))
+            bufs = tuple(np.full(w.shape, 7, w.dtype) for w in want)
+            got = kernel(*args, out=bufs if len(bufs) > 1 else bufs[0])
+        assert all(g is b for g, b in zip(_as_tuple(got), bufs)), kernel.name
+        for b, w in zip(bufs, want):
+            np.testing.assert_array_equal(b, w, err_msg=kernel.name)
+
+
+def test_out_broadcasts_and_accepts_a_bare_array_for_one_output():
+    gy, y = np.array(2.0), np.array([[0.5], [0.25]])
+    o = np.empty((2, 1))
+    assert K.tanh_backward(gy, y, out=o) is o
+    np.testing.assert_array_equal(o, K.tanh_backward(gy, y))
+    ga, gb = np.empty((2, 3)), np.empty((2, 3))
+    assert K.lerp_scalar_backward(np.ones((2, 3)), 0.25, out=(ga, gb)) == (ga, gb)
+    np.testing.assert_array_equal(ga, 0.75)
+    np.testing.assert_array_equal(gb, 0.25)
+    g1, g2 = np.empty((2, 3)), np.empty((2, 3))
+    K.where_backward(np.ones(3), np.array([[True], [False]]), out=(g1, g2))
+    np.testing.assert_array_equal(g1, [[1, 1, 1], [0, 0, 0]])
+
+
+def test_out_errors():
+    x = np.ones(3)
+    with pytest.raises(TypeError, match=r"kernel mul_backward: out must be a tuple of 2 arrays "
+                                        r"\(T ga, T gb\), got 1"):
+        K.mul_backward(x, x, x, out=(np.empty(3),))
+    with pytest.raises(TypeError, match="out must be a tuple of 2 arrays"):
+        K.mul_backward(x, x, x, out=np.empty(3))
+    with pytest.raises(ValueError, match=r"out 'gx' has shape \(2,\), expected \(3,\)"):
+        K.tanh_backward(x, x, out=(np.empty(2),))
+    with pytest.raises(TypeError, match="out 'gx' has dtype float32, expected float64"):
+        K.tanh_backward(x, x, out=(np.empty(3, np.float32),))
+    with pytest.raises(TypeError, match="out 'gx' must be a NumPy array like the inputs"):
+        K.tanh_backward(x, x, out=(_DeviceArray(np.empty(3)),))
+    buf = np.empty(3)
+    with pytest.raises(ValueError, match="the out arrays overlap each other"):
+        K.mul_backward(x, x, x, out=(buf, buf))
+
+
+# A kernel whose outputs, written into its inputs as the twin goes, would read overwritten
+# inputs: the Kernel must notice and compute into new arrays first.
+SWAP = """\
+// kernel: swap
+// in: a, b
+// out: a_out, b_out
+a_out = b;
+b_out = a;
+
+// kernel: early
+// in: x, y
+// out: x_out, y_out
+T t = x * y;
+x_out = t;
+y_out = y - x;
+"""
+
+
+def test_in_place_outputs_equal_fresh_ones_whatever_the_aliasing():
+    swap, early = (_kernels.Kernel(d) for d in parse_source(SWAP, "s.cu", "kernels/s.cu"))
+    a, b = np.arange(4.0), np.arange(4.0) + 10
+    assert swap(a, b, out=(a, b)) == (a, b)
+    np.testing.assert_array_equal(a, [10, 11, 12, 13])
+    np.testing.assert_array_equal(b, [0, 1, 2, 3])
+    for which in [(0, None), (None, 1), (1, 0), (0, 1)]:
+        x, y = np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])
+        want = early(x.copy(), y.copy())
+        ins = (x, y)
+        out = tuple(ins[w] if w is not None else np.empty(3) for w in which)
+        early(x, y, out=out)
+        for o, w in zip(out, want):
+            np.testing.assert_array_equal(o, w, err_msg=str(which))
+    # a partial overlap (a shifted view of an input) is computed before it is written
+    x = np.arange(6.0)
+    want = K.exp_backward(x[1:], x[:-1])
+    K.exp_backward(x[1:], x[:-1], out=(x[:-1],))
+    np.testing.assert_array_equal(x[:-1], want)
+
+
+def test_every_kernel_with_each_output_written_into_each_input():
+    """Whatever input an output is bound to (in place where the analysis allows it, through
+    new arrays where not), the outputs hold the kernel's values."""
+    for kernel in K:
+        d = kernel.definition
+        floats = [i for i, (n, s) in enumerate(d.inputs) if not s and n not in d.masks]
+        base = [a if a.dtype == bool else np.abs(a) + 0.25 for a in _inputs(kernel, np.float64)]
+        args0 = _call_args(kernel, base, _numbers(kernel))
+        with np.errstate(all="ignore"):
+            want = _as_tuple(kernel(*args0))
+        for k in range(len(d.outputs)):
+            for j in floats:
+                args = [a.copy() if isinstance(a, np.ndarray) else a for a in args0]
+                out = tuple(args[j] if o == k else np.empty(N) for o in range(len(d.outputs)))
+                with np.errstate(all="ignore"):
+                    kernel(*args, out=out)
+                for o, w in zip(out, want):
+                    np.testing.assert_array_equal(
+                        o, w, err_msg=f"{kernel.name}: {d.outputs[k]} into {d.inputs[j][0]}")
+
+def test_in_place_analysis_of_the_shipped_kernels():
+    """The twin of every optimizer kernel writes its outputs into its inputs as it goes
+    (no temporary per output); div_backward may write ga into gy but not into b."""
+    for k in K:
+        d = k.definition
+        if d.relname.endswith("optim.cu"):
+            assert k._inplace_ok(tuple(o[:-4] for o in d.outputs)), k.name
+    assert K.div_backward._inplace_ok(("gy", "a"))
+    assert not K.div_backward._inplace_ok(("b", None))
+
+
+def _peak(fn):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_out_makes_no_temporary_for_the_results():
+    """NumPy reports its buffers to tracemalloc: in place, an optimizer step allocates only
+    what its expressions need (sgd: lr * g), and no array per output."""
+    n = 1 << 18
+    nbytes = n * 8
+    p, g = np.ones(n), np.full(n, 0.5)
+    assert _peak(lambda: K.sgd_step(p, g, 0.1, 0.0, 0.0, out=(p,))) < 1.5 * nbytes
+    np.testing.assert_array_equal(p, 0.95)
+    rng = np.random.default_rng(0)
+    args = [rng.random(n) + 0.1 for _ in range(4)] + [0.1, 0.1, 0.999, 0.001, 1e-8, 0.0, 1.0,
+                                                      0.1, 0.5, 0.0]
+    want = K.adam_step(*[a.copy() if isinstance(a, np.ndarray) else a for a in args])
+    fresh = _peak(lambda: K.adam_step(*args))
+    inplace = _peak(lambda: K.adam_step(*args, out=(args[0], args[2], args[3])))
+    # the peak is at p's update: m_new, v_new (now in m, v) no longer add to it
+    assert inplace < fresh - 1.5 * nbytes, (inplace / nbytes, fresh / nbytes)
+    for got, w in zip((args[0], args[2], args[3]), want):
+        np.testing.assert_array_equal(got, w)
+
+
+# ---- the vectorized CUDA kernel: which path runs, on CPU through the stand-in cupy ----------------
+BIG = _kernels.VECTORIZE_MIN_SIZE + 3  # odd: the vector loop and the scalar tail both run
+
+
+def _dev(n=BIG, dtype=np.float32, offset=0, fill=0.5, **kw):
+    return _DeviceArray(np.full(n, fill, dtype), offset=offset, **kw)
+
+
+def _paths(built):
+    """(ElementwiseKernel launches, RawKernel launches) so far."""
+    return (sum(len(k.calls) for k in built if hasattr(k, "calls")),
+            sum(len(k.launches) for k in built if hasattr(k, "launches")))
+
+
+def test_vectorized_kernel_is_chosen_for_large_contiguous_aligned_arrays(monkeypatch):
+    built = _fake_cupy(monkeypatch)
+    kernel = _kernels.Kernel(K.leaky_relu_backward.definition)
+    gx = kernel(_dev(), _dev(fill=-1.0), 0.25)
+    assert _paths(built) == (0, 1)
+    raw, = built
+    assert raw.name == "gpugrad_vec_leaky_relu_backward_float32"
+    assert raw.code == _kernels.raw_source(kernel.definition, np.float32)
+    grid, block, params = raw.launches[0]
+    n4 = BIG // 4
+    assert block == (256,) and grid == (min(-(-n4 // 256), 8 * 4),)
+    assert type(params[2]) is np.float32 and params[2] == 0.25  # a scalar: a T argument
+    assert type(params[-1]) is np.int64 and params[-1] == BIG
+    assert params[3] is gx and gx.shape == (BIG,) and gx.dtype == np.float32
+    np.testing.assert_array_equal(gx.a, 0.125)
+    kernel(_dev(), _dev(), 1.0)
+    kernel(_dev(dtype=np.float64), _dev(dtype=np.float64), 1.0)  # double2
+    assert [k.name for k in built] == ["gpugrad_vec_leaky_relu_backward_float32",
+                                       "gpugrad_vec_leaky_relu_backward_float64"]
+    out = kernel(_dev(dtype=np.float16), _dev(dtype=np.float16), 1.0)  # computed in float32
+    assert out.dtype == np.float16 and len(built) == 2 and _paths(built) == (0, 4)
+
+
+@pytest.mark.parametrize("case", ["small", "broadcast", "misaligned", "misaligned_out",
+                                  "strided", "partial_overlap", "float16_out"])
+def test_elementwise_kernel_where_vectorized_cannot(monkeypatch, case):
+    built = _fake_cupy(monkeypatch)
+    kernel = _kernels.Kernel(K.mul_backward.definition)
+    gy, a, b = _dev(fill=2.0), _dev(fill=3.0), _dev(fill=5.0)
+    out = None
+    if case == "small":
+        gy, a, b = (_dev(n=_kernels.VECTORIZE_MIN_SIZE - 1, fill=v) for v in (2.0, 3.0, 5.0))
+    elif case == "broadcast":
+        gy = _DeviceArray(np.float32(2.0))
+    elif case == "misaligned":
+        a = _dev(fill=3.0, offset=4)
+    elif case == "misaligned_out":
+        out = (_dev(offset=8), _dev())
+    elif case == "strided":
+        b = _dev(fill=5.0, contiguous=False)
+    elif case == "partial_overlap":
+        out = (_dev(), _dev())
+        out[0].data.ptr = a.data.ptr + 16
+    elif case == "float16_out":
+        gy, a, b = (_dev(fill=v, dtype=np.float16) for v in (2.0, 3.0, 5.0))
+        out = (_dev(dtype=np.float16), _dev(dtype=np.float16))
+    res = kernel(gy, a, b, out=out)
+    expect = (0, 1) if case == "float16_out" else (1, 0)
+    if case == "float16_out":
+        assert res == out
+    assert _paths(built) == expect
+    ga, gb = res
+    np.testing.assert_array_equal(ga.a, 10.0)
+    np.testing.assert_array_equal(gb.a, 6.0)
+
+
+def test_vectorized_kernel_in_place_and_with_masks(monkeypatch):
+    built = _fake_cupy(monkeypatch)
+    p, g = _dev(fill=1.0), _dev(fill=0.5)
+    res = _kernels.Kernel(K.sgd_step.definition)(p, g, 0.1, 0.0, 0.0, out=(p,))
+    assert res is p and _paths(built) == (0, 1)
+    assert built[0].launches[0][2][-2] is p  # the output is the input itself
+    np.testing.assert_allclose(p.a, np.float32(1) - np.float32(0.1) * np.float32(0.5))
+    c = _DeviceArray(np.arange(BIG) % 3 == 0)
+    ga, gb = _kernels.Kernel(K.where_backward.definition)(_dev(fill=2.0), c)
+    assert _paths(built) == (0, 2)
+    np.testing.assert_array_equal(ga.a, np.where(c.a, 2.0, 0.0))
+
+
+def test_out_on_cupy_goes_to_the_elementwise_kernel(monkeypatch):
+    built = _fake_cupy(monkeypatch)
+    kernel = _kernels.Kernel(K.mul_backward.definition)
+    x = _dev(n=10, fill=3.0)
+    ga, gb = _dev(n=10), _dev(n=10)
+    assert kernel(x, x, x, out=(ga, gb)) == (ga, gb)
+    assert len(built[0].calls[0]) == 5  # three inputs, two outputs
+    np.testing.assert_array_equal(ga.a, 9.0)
+    with pytest.raises(TypeError, match="out 'ga' must be a CuPy array like the inputs"):
+        kernel(x, x, x, out=(np.empty(10, np.float32), gb))
+
+
+def test_vectorized_compile_error_names_kernel_file_and_line(monkeypatch):
+    _fake_cupy(monkeypatch, fail=True)
+    kernel = _kernels.Kernel(K.exp_backward.definition)
+    with pytest.raises(KernelSourceError) as info:
+        kernel(_dev(), _dev())
+    assert (info.value.kernel, info.value.line) == ("exp_backward", kernel.definition.line)
+    assert "vectorized RawKernel" in str(info.value)
+
+
+def test_raw_source_shape():
+    src = _kernels.raw_source(K.lerp_scalar_backward.definition, np.float32)
+    assert 'extern "C" __global__ void gpugrad_vec_lerp_scalar_backward_float32(' \
+           "const float4* gy_p, const T w, float4* ga_p, float4* gb_p, const long long _n)" in src
+    d = K.lerp_scalar_backward.definition
+    assert f'#line {d.body_line} "{d.relname}"' in src and src.count("body(") == 6
+    assert "for (long long _j = _nv * 4 + _tid; _j < _n; _j += _stride)" in src
+    src64 = _kernels.raw_source(d, np.float64)
+    assert "const double2* gy_p" in src64 and "typedef double T;" in src64
+
+
+def test_bandwidth_hook_returns_none_without_a_gpu(monkeypatch):
+    from gpugrad import _kernel_bench
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy fails
+    assert _kernel_bench.kernel_bandwidth("tanh_backward") is None
+    assert _kernel_bench.bandwidth_table() is None
+    gone = types.ModuleType("cupy")
+    gone.is_available = lambda: False
+    monkeypatch.setitem(sys.modules, "cupy", gone)
+    assert _kernel_bench.kernel_bandwidth(K.tanh_backward, n=16) is None
+
 # ---- on a GPU: every CuPy kernel against its twin -----------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -485,6 +822,84 @@ def test_cupy_kernels_match_their_twins(dtype):
                 problems.append(f"{kernel.name}.{o}: max abs diff {np.nanmax(np.abs(g - w))}")
     assert not problems, "\n".join(problems)
 
+
+def _gpu_case(kernel, dtype, n, rng):
+    """(host args, device args) for ``kernel``: arrays of ``n`` elements (positive values,
+    so that every kernel's domain holds) and its numbers."""
+    import cupy
+    arrays = []
+    for name, scalar in kernel.definition.inputs:
+        if name in kernel.definition.masks:
+            arrays.append(rng.random(n) < 0.5)
+        elif not scalar:
+            arrays.append((np.abs(rng.normal(0, 2, n)) + 0.25).astype(dtype))
+    host = _call_args(kernel, arrays, _numbers(kernel))
+    return host, [cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in host]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_vectorized_kernels_match_their_twins_with_a_tail(dtype):
+    """Every kernel's vectorized RawKernel (odd sizes: the scalar tail runs), fresh outputs and
+    in place for the optimizer kernels, against the NumPy twin."""
+    import cupy
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    rng = np.random.default_rng(2)
+    problems = []
+    for n in (_kernels.VECTORIZE_MIN_SIZE + 1, _kernels.VECTORIZE_MIN_SIZE + 3):
+        for kernel in K:
+            host, dev = _gpu_case(kernel, dtype, n, rng)
+            assert kernel._vectorizable(dev, None), kernel.name
+            with np.errstate(all="ignore"):
+                want = _as_tuple(kernel(*host))
+            runs = [("new", _as_tuple(kernel(*dev)))]
+            d = kernel.definition
+            if d.relname.endswith("optim.cu"):  # and in place, as the optimizers run them
+                names = [nm for nm, _ in d.inputs]
+                outs = tuple(dev[names.index(o[:-4])] for o in d.outputs)
+                assert kernel._vectorizable(dev, outs)
+                got = _as_tuple(kernel(*dev, out=outs))
+                assert all(g is o for g, o in zip(got, outs))
+                runs.append(("in place", got))
+            for how, got in runs:
+                for o, g, w in zip(d.outputs, got, want):
+                    g = cupy.asnumpy(g)
+                    if not np.allclose(g, w, equal_nan=True, **tol):
+                        problems.append(f"{kernel.name}.{o} n={n} {how}: max abs diff "
+                                        f"{np.nanmax(np.abs(g - w))}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.gpu
+def test_misaligned_arrays_fall_back_to_the_elementwise_kernel():
+    """A view starting 4 bytes into its buffer cannot be loaded as float4: the Kernel takes
+    the ElementwiseKernel, with the same results as the twin."""
+    import cupy
+    rng = np.random.default_rng(3)
+    n = _kernels.VECTORIZE_MIN_SIZE + 5
+    for kernel in (K.tanh_backward, K.div_backward, K.adam_step, K.where_backward):
+        host, dev = _gpu_case(kernel, np.float32, n + 1, rng)
+        host = [a[1:] if isinstance(a, np.ndarray) else a for a in host]
+        dev = [a[1:] if isinstance(a, cupy.ndarray) else a for a in dev]
+        assert not kernel._vectorizable(dev, None)
+        want = _as_tuple(kernel(*host))
+        got = _as_tuple(kernel(*dev))
+        outs = tuple(cupy.empty(n + 1, cupy.float32)[1:] for _ in got)
+        assert not kernel._vectorizable(
+            [cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in host], outs)
+        into = _as_tuple(kernel(*dev, out=outs))
+        for g, i, w in zip(got, into, want):
+            np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(cupy.asnumpy(i), w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_kernel_bandwidth_hook_on_gpu():
+    from gpugrad._kernel_bench import kernel_bandwidth
+    r = kernel_bandwidth("tanh_backward", n=1 << 22, repeat=3)
+    assert r["kernel"] == "tanh_backward" and r["bytes"] == 3 * 4 * (1 << 22)
+    for key in ("copy_gbps", "elementwise_gbps", "vectorized_gbps"):
+        assert r[key] > 0
 
 # ---- nvcc: the CUDA source CuPy would compile, on machines without a GPU ------------------------
 def cuda_source(defs) -> str:
@@ -521,11 +936,16 @@ def cuda_source(defs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nvcc_errors(defs, tmp_path) -> list:
-    """Compile ``cuda_source(defs)`` with one nvcc call; each error as 'kernel NAME
+def raw_cuda_source(defs) -> str:
+    """One CUDA file with the vectorized RawKernel of every kernel, float32 and float64."""
+    return "".join(_kernels.raw_source(d, dt) for dt in (np.float32, np.float64) for d in defs)
+
+
+def nvcc_errors(defs, tmp_path, source=cuda_source) -> list:
+    """Compile ``source(defs)`` with one nvcc call; each error as 'kernel NAME
     (FILE:LINE): message'."""
     src = tmp_path / "kernels_check.cu"
-    src.write_text(cuda_source(defs))
+    src.write_text(source(defs))
     proc = subprocess.run(["nvcc", "--ptx", "-o", str(tmp_path / "out.ptx"), str(src)],
                           capture_output=True, text=True, timeout=300)
     if proc.returncode == 0:
@@ -539,7 +959,7 @@ def nvcc_errors(defs, tmp_path) -> list:
         if not m:
             continue
         file, no, msg = m.group(1), int(m.group(2)), m.group(3)
-        w = re.match(r"<wrapper of (\w+)", file)
+        w = re.match(r"<(?:vectorized )?wrapper of (\w+)", file)
         if w:
             errors.append(f"kernel {w.group(1)} (its CuPy wrapper): {msg}")
             continue
@@ -552,10 +972,26 @@ def nvcc_errors(defs, tmp_path) -> list:
 _nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (CUDA toolkit)")
 
 
+def _both_sources(defs) -> str:
+    return cuda_source(defs) + raw_cuda_source(defs)
+
+
 @_nvcc
 def test_every_kernel_compiles_with_nvcc(tmp_path):
-    errors = nvcc_errors([k.definition for k in K], tmp_path)
+    """Every kernel as CuPy's ElementwiseKernel wraps it, and its vectorized RawKernel source
+    (float32 and float64), in one nvcc call (the extern "C" names stay unique; each
+    vectorized source is in its own namespace)."""
+    errors = nvcc_errors([k.definition for k in K], tmp_path, _both_sources)
     assert not errors, "\n".join(errors)
+
+
+@_nvcc
+def test_nvcc_check_of_the_vectorized_source_names_the_broken_kernel_and_line(tmp_path):
+    bad, good = parse_source(GOOD, "x.cu", "kernels/x.cu")
+    bad.body = bad.body.replace("(one - y * y)", "(one - y * )")
+    errors = nvcc_errors([good, bad], tmp_path, raw_cuda_source)
+    assert errors and all(e.startswith("kernel scaled_tanh_backward (kernels/x.cu:8): ")
+                          for e in errors), errors
 
 
 @_nvcc
@@ -579,10 +1015,10 @@ class _Launches:
         call, apply = _kernels.Kernel.__call__, Function.apply.__func__
         launches = self
 
-        def kernel_call(kernel, *args):
+        def kernel_call(kernel, *args, **kwargs):
             launches.depth += 1
             try:
-                out = call(kernel, *args)
+                out = call(kernel, *args, **kwargs)
             finally:
                 launches.depth -= 1
             rec = (kernel.name, args, out if isinstance(out, tuple) else (out,))
