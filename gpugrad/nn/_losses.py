@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from .._tensor import Tensor
 from ..ops import log_softmax, where
+from ..ops._compat import host_minmax
+from ..ops._util import xp_of
 
 __all__ = ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "cross_entropy", "nll_loss",
            "binary_cross_entropy", "binary_cross_entropy_with_logits", "kl_div"]
@@ -118,9 +120,10 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
     t = target._data
     ignored = t == ignore_index
     valid = t[~ignored]
-    if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= c):
-        raise IndexError(f"nll_loss: Target {int(valid.max()) if int(valid.max()) >= c else int(valid.min())} "  # noqa: E501
-                         f"is out of bounds for {c} classes")
+    lo, hi = host_minmax(valid) if valid.size else (0, -1)  # one host transfer on CUDA
+    if lo < 0 or hi >= c:
+        raise IndexError(f"nll_loss: Target {hi if hi >= c else lo} is out of bounds for {c} "
+                         "classes")
     safe = t.copy()
     safe[ignored] = 0
     picked = input.gather(1, Tensor._make(safe[:, None])).squeeze(1)  # (N, d1, ...)
@@ -175,13 +178,15 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     keep = Tensor._make((~ignored).astype(logp._data.dtype))
     smooth = smooth * keep
     if reduction == "mean":
+        # the denominator stays on the device (float() of it would be a sync on CUDA)
+        dt = logp._data.dtype
         if weight is not None:
             t = target._data.copy()
             t[ignored] = 0
-            denom = float((weight._data[t] * (~ignored)).sum())
+            denom = (weight._data[t].astype(dt) * (~ignored)).sum(dtype=dt)
         else:
-            denom = float((~ignored).sum())
-        smooth = smooth.sum() / denom
+            denom = (~ignored).sum(dtype=dt)
+        smooth = smooth.sum() / Tensor._make(xp_of(target._data).asarray(denom))
     elif reduction == "sum":
         smooth = smooth.sum()
     return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)
@@ -198,7 +203,8 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = 
                          f"size ({input.shape}) is deprecated. Please ensure they have the same "
                          "size.")
     a = input._data
-    if a.size and (float(a.min()) < 0 or float(a.max()) > 1):
+    # one reduction and one host transfer (min and max would be two on CUDA); NaN passes
+    if a.size and bool(((a < 0) | (a > 1)).any()):
         raise RuntimeError("all elements of input should be between 0 and 1")
     loss = -(target * input.log().clamp_min(-100) + (1 - target) * (1 - input).log()
              .clamp_min(-100))

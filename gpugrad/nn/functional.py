@@ -17,6 +17,7 @@ from ..autograd.grad_mode import no_grad
 from ..ops import (elu as _elu, gelu, leaky_relu as _leaky_relu, log_softmax, relu as _relu,  # noqa
                    sigmoid, silu as _silu, softmax, softplus, tanh)
 from ..ops import matmul, where
+from ..ops._compat import host_minmax
 from ..ops.inplace import apply_inplace
 from ..ops.nn_ops import Embedding as _EmbeddingFn
 from ..ops.nn_ops import Fold, MaxPool2d, Unfold, _pool_out
@@ -501,9 +502,10 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
             raise AssertionError("Padding_idx must be within num_embeddings")
         padding_idx = padding_idx % num
     idx = input._data
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num):
+    lo, hi = host_minmax(idx) if idx.size else (0, -1)  # one host transfer on CUDA
+    if lo < 0 or hi >= num:
         raise IndexError(f"embedding: index out of range in self (indices must be in [0, {num}),"
-                         f" got min {int(idx.min())}, max {int(idx.max())})")
+                         f" got min {lo}, max {hi})")
     if sparse:
         raise NotImplementedError("embedding: sparse=True is not supported: gpugrad has no "
                                   "sparse tensors; the dense gradient is the same values")
@@ -525,11 +527,12 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     a = tensor._data
     if a.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
-    if a.size and int(a.min()) < 0:
+    lo, hi = host_minmax(a) if a.size else (0, -1)  # one host transfer on CUDA
+    if lo < 0:
         raise RuntimeError("one_hot: Class values must be non-negative.")
     if num_classes == -1:
-        num_classes = int(a.max()) + 1 if a.size else 0
-    elif a.size and int(a.max()) >= num_classes:
+        num_classes = hi + 1
+    elif hi >= num_classes:
         raise RuntimeError("one_hot: Class values must be smaller than num_classes.")
     xp = _xp(tensor)
     return Tensor._make((a[..., None] == xp.arange(num_classes)).astype(np.int64))

@@ -66,6 +66,10 @@ def _as_tensor_value(value, key: str) -> Tensor:
     """A state-dict value as a gpugrad tensor (tensors of other libraries via NumPy)."""
     if isinstance(value, Tensor):
         return value
+    if hasattr(value, "__cuda_array_interface__"):
+        # device data (CuPy, or another library's CUDA tensor): np.asarray refuses it
+        import cupy
+        return Tensor._make(cupy.asarray(value))
     try:
         arr = np.asarray(value)
     except Exception:  # noqa: BLE001 - reported below with the key

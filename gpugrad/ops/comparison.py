@@ -85,6 +85,7 @@ def isfinite(input: Tensor) -> Tensor:
 def isclose(input: Tensor, other: Tensor, rtol=1e-05, atol=1e-08, equal_nan=False) -> Tensor:
     """True where ``|input - other| <= atol + rtol * |other|``."""
     x, y, _ = binary_arrays("isclose", input, other)
+    _check_devices("isclose", input, other)  # NumPy and CuPy arrays do not mix
     return make(xp_of(x).isclose(x, y, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
@@ -95,6 +96,7 @@ def allclose(input: Tensor, other: Tensor, rtol=1e-05, atol=1e-08, equal_nan=Fal
 
 def equal(input: Tensor, other: Tensor) -> bool:
     """True when both tensors have the same shape and elements."""
+    _check_devices("equal", input, other)
     return input.shape == other.shape and bool((input._data == other._data).all())
 
 

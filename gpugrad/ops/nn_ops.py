@@ -28,7 +28,11 @@ def out_size(n: int, k: int, s: int, d: int, pad_total: int) -> int:
 
 
 def _strided(xp):
-    return xp.lib.stride_tricks.as_strided
+    if xp is np:
+        return np.lib.stride_tricks.as_strided
+    # imported by name: ``cupy.lib`` is a subpackage that ``import cupy`` need not load
+    from cupy.lib.stride_tricks import as_strided
+    return as_strided
 
 
 def unfold_windows(a, kernel, dilation, stride, out_hw):
