@@ -29,6 +29,8 @@ from . import cuda, nn  # noqa: F401
 from . import func, utils  # noqa: F401
 from . import optim  # noqa: F401,E402
 from .serialization import load, save  # noqa: F401,E402
+from ._compile import compile  # noqa: F401,E402,A004 - torch.compile
+from ._capture import CaptureSyncError  # noqa: F401,E402
 
 __version__ = "0.1.0"
 
@@ -59,5 +61,6 @@ __all__ = sorted(set(_ops_all) | set(_factories_all) | {
     "is_tensor", "numel", "get_default_dtype", "set_default_dtype", "get_default_device",
     "set_default_device", "float16", "float32", "float64", "half", "float", "double", "int8",
     "int16", "int32", "int64", "short", "int", "long", "uint8", "bool", "promote_types",
-    "result_type", "can_cast", "set_printoptions", "optim", "save", "load"})
+    "result_type", "can_cast", "set_printoptions", "optim", "save", "load", "compile",
+    "CaptureSyncError"})
 del _ops_all, _factories_all, _dtypes

@@ -13,6 +13,7 @@ import weakref
 import numpy as np
 
 from . import _backend, _dtypes
+from ._capture import check_sync as _check_sync  # host syncs raise inside a capture
 from ._dtypes import from_numpy_dtype
 from .autograd import function as _function_module
 from .autograd import grad_mode
@@ -324,6 +325,7 @@ class Tensor:
     # ---- conversions -----------------------------------------------------------------------
     def item(self):
         """The single value of a one-element tensor, as a Python number."""
+        _check_sync("Tensor.item()")
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to "
                                "Scalar; use .tolist() for all values")
@@ -331,12 +333,14 @@ class Tensor:
 
     def tolist(self):
         """The data as (nested) Python lists of numbers."""
+        _check_sync("Tensor.tolist()")
         return self._data.tolist()
 
     def numpy(self, *, force: bool = False) -> np.ndarray:
         """The data as a NumPy array, sharing memory (CPU tensors that do not require grad).
 
         ``force=True`` detaches and copies to the host as needed."""
+        _check_sync("Tensor.numpy()")
         if force:
             return _backend.to_device(self._data, _backend.CPU)
         if self._requires_grad:
@@ -399,6 +403,7 @@ class Tensor:
 
     def cpu(self) -> "Tensor":
         """This tensor on the CPU (self if already there)."""
+        _check_sync("Tensor.cpu()")
         return self.to("cpu")
 
     def cuda(self, device=None) -> "Tensor":
@@ -497,6 +502,7 @@ class Tensor:
 
     # ---- Python protocol -------------------------------------------------------------------
     def __repr__(self, *, tensor_contents=None) -> str:
+        _check_sync("printing a Tensor (repr/str/print)")
         from ._printing import format_tensor
         suffixes = []
         if self.grad_fn is not None:
@@ -529,6 +535,7 @@ class Tensor:
         return (self[i] for i in range(self._data.shape[0]))
 
     def __bool__(self) -> bool:
+        _check_sync("bool(Tensor) (an `if`/`while` on a tensor)")
         if self._data.size != 1:
             raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous "
                                f"(shape {list(self.shape)}); use .any() or .all()")
@@ -543,6 +550,7 @@ class Tensor:
     def _scalar(self):
         # float()/int() raise ValueError for several elements, as in torch (item() raises
         # RuntimeError).
+        _check_sync("float(Tensor)/int(Tensor)")
         if self._data.size != 1:
             raise ValueError(f"only one element tensors can be converted to Python scalars "
                              f"(got {self._data.size} elements, shape {list(self.shape)})")

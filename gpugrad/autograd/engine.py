@@ -21,7 +21,11 @@ import numpy as np
 from .._cuda_errors import error_types as _cuda_error_types
 from .._cuda_errors import translate as _cuda_error
 from . import anomaly_mode, grad_mode
+from .._backend import CPU as _CPU
+from .._dtypes import from_numpy_dtype
 from .graph import AccumulateGrad
+
+_ndarray = np.ndarray
 
 __all__ = ["run_backward"]
 
@@ -73,8 +77,9 @@ def _needed(nodes, targets):
 
 
 def _validate(node, i, g, meta):
-    """Make gradient ``g`` of input ``i`` match that input: reduce broadcast dims, cast dtype."""
-    shape, dtype, device = meta
+    """Make gradient ``g`` of input ``i`` match that input: reduce broadcast dims, cast dtype.
+    ``meta``: the input's (shape, array dtype, device or None for a NumPy array)."""
+    shape, np_dtype, device = meta
     a = g._data
     if a.shape != shape:
         try:
@@ -83,8 +88,10 @@ def _validate(node, i, g, meta):
             raise RuntimeError(
                 f"Function {node.name()} returned an invalid gradient at index {i} - got "
                 f"{list(g.shape)} but expected shape compatible with {list(shape)}") from None
-    if a.dtype != dtype.np:
-        g = g.to(dtype)
+    if a.dtype != np_dtype:
+        g = g.to(from_numpy_dtype(np_dtype))
+    if device is None:
+        device = _CPU
     if (device.type != "cpu" or a.__class__ is not np.ndarray) and g.device != device:
         raise RuntimeError(
             f"Function {node.name()} returned an invalid gradient at index {i} - expected "
@@ -202,11 +209,13 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
         if deps.get(node, 0) == 0:
             heapq.heappush(heap, (-node._seq, tick, node))
             tick += 1
+    heappush, heappop = heapq.heappush, heapq.heappop
     try:
         while heap:
-            node = heapq.heappop(heap)[2]
+            node = heappop(heap)[2]
             buf = buffers.pop(node, None) or [None] * node._num_outputs()
-            _run_tensor_hooks(node, buf)
+            if node._tensor_hooks is not None or node._retain is not None:
+                _run_tensor_hooks(node, buf)
             if node._pre_hooks:
                 grads = [s and s[0] for s in buf]
                 for hook in tuple(node._pre_hooks.values()):
@@ -215,7 +224,8 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                         grads = list(r)
                 buf = [None if g is None else [g, False] for g in grads]
 
-            if (isinstance(node, AccumulateGrad) and node.variable._hooks and buf[0] is not None
+            is_leaf = node.__class__ is AccumulateGrad or isinstance(node, AccumulateGrad)
+            if (is_leaf and node.variable._hooks and buf[0] is not None
                     and ((node, 0) in captures
                          or (accumulate and (needed is None or node in needed)))):
                 # as in torch, autograd.grad() w.r.t. a leaf sees its hooks' result too
@@ -226,7 +236,7 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                     if ks and buf[nr] is not None:
                         for k in ks:
                             results[k] = buf[nr][0]
-            if isinstance(node, AccumulateGrad):
+            if is_leaf:
                 if accumulate and buf[0] is not None and (needed is None or node in needed):
                     _accumulate(node.variable, buf[0][0], buf[0][1])
                 continue
@@ -242,12 +252,16 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                         out = list(r)
             if not retain_graph:
                 node._release()
-            builtin = node._function._builtin if hasattr(node, "_function") else False
-            incoming_arrays = {id(g._data) for g in incoming if g is not None}
+            # A gradient is ours (owned) when a built-in backward made it fresh: not a view,
+            # not one of the incoming arrays, not returned twice.
+            builtin = node._builtin
+            if builtin:
+                taken = {id(g._data) for g in incoming if g is not None}
             del incoming, buf
-            seen = set()
-            meta = getattr(node, "_input_meta", None)
-            for i, ((nxt, nr), g) in enumerate(zip(node.next_functions, out)):
+            meta = node._input_meta
+            i = -1
+            for (nxt, nr), g in zip(node.next_functions, out):
+                i += 1
                 if nxt is None:
                     continue
                 if g is not None:
@@ -256,21 +270,30 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                                         f"{type(g).__name__} at index {i}; expected a Tensor or "
                                         "None")
                     arr = g._data
-                    owned = (builtin and arr.base is None and id(arr) not in incoming_arrays
-                             and id(arr) not in seen)
-                    seen.add(id(arr))
+                    if builtin:
+                        owned = arr.base is None and id(arr) not in taken
+                        taken.add(id(arr))
+                    else:
+                        owned = False
                     if meta:
-                        g2 = _validate(node, i, g, meta[i])
-                        if g2 is not g:
-                            g, owned = g2, True
+                        m = meta[i]
+                        # Fast check of the common case (shape, dtype and host all match).
+                        if not (arr.shape == m[0] and arr.dtype == m[1]
+                                and arr.__class__ is _ndarray and m[2] is None):
+                            g2 = _validate(node, i, g, m)
+                            if g2 is not g:
+                                g, owned = g2, True
                     nbuf = buffers.get(nxt)
                     if nbuf is None:
                         nbuf = buffers[nxt] = [None] * nxt._num_outputs()
-                    _add_to_buffer(nbuf, nr, g, owned)
+                    if nbuf[nr] is None:
+                        nbuf[nr] = [g, owned]
+                    else:
+                        _add_to_buffer(nbuf, nr, g, owned)
                 d = deps[nxt] - 1
                 deps[nxt] = d
                 if d == 0:
-                    heapq.heappush(heap, (-nxt._seq, tick, nxt))
+                    heappush(heap, (-nxt._seq, tick, nxt))
                     tick += 1
     except _cuda_error_types() as e:  # CUDA failures outside an op (summing gradients, ...)
         raise _cuda_error(e, f"backward (at {node.name()})") from e

@@ -12,9 +12,14 @@ from __future__ import annotations
 import functools
 import inspect
 
+import numpy as np
+
 from .._cuda_errors import error_types as _cuda_error_types
 from .._cuda_errors import translate as _cuda_error
 from . import grad_mode
+from .._backend import CPU as _CPU
+from .._backend import device_of_array as _device_of
+from .._dtypes import from_numpy_dtype as _from_numpy_dtype
 from .graph import Node, _sequence
 
 __all__ = ["Function", "FunctionCtx", "BackwardNode", "once_differentiable", "InplaceError"]
@@ -52,6 +57,8 @@ class _Saved:
             self.requires_grad = t.requires_grad
 
     def unpack(self, node):
+        if self.output_nr is None and self.version_counter.value == self.version:
+            return self.tensor  # the common case first: an input, unchanged
         if self.version_counter.value != self.version:
             t = self.tensor
             shape = list(t.shape) if t is not None else list(self.data.shape)
@@ -67,8 +74,7 @@ class _Saved:
                 f"modifying), or call its in-place op before it is used by {node.name()}.")
         if self.output_nr is None:
             return self.tensor
-        from .._tensor import Tensor  # late: _tensor imports this module
-        t = Tensor._make(self.data)
+        t = _Tensor._make(self.data)
         t._version = self.version_counter
         if self.requires_grad:
             t.grad_fn, t._output_nr, t._requires_grad = node, self.output_nr, True
@@ -121,14 +127,16 @@ class BackwardNode(Node):
     def saved_tensors(self) -> tuple:
         """The tensors given to ``save_for_backward`` (in ``jvp``: to ``save_for_forward``);
         checked against in-place changes."""
+        saved = self._saved
+        if saved is not None and not self._in_jvp:  # the backward of a recorded node
+            return tuple([s if s is None else s.unpack(self) for s in saved])
         if self._in_jvp and self._to_save_fw is not None:
             return tuple(self._to_save_fw)
         if self._released:
             raise RuntimeError(f"{_FREED} (in {self.name()})")
-        saved = self._saved
         if saved is None:  # forward without recording: the tensors as given
             return tuple(self._to_save or ())
-        return tuple(s if s is None else s.unpack(self) for s in saved)
+        return tuple([s if s is None else s.unpack(self) for s in saved])
 
     def mark_non_differentiable(self, *tensors) -> None:
         """Declare outputs that have no gradient (e.g. indices); they never require grad."""
@@ -153,14 +161,18 @@ class BackwardNode(Node):
             # (rather than wrong ones) is the safe choice; create_graph=True gives them.
             return _without_forward_ad(self._apply, grads)
         if self.materialize_grads:
-            for i, g in enumerate(grads):
+            i = 0
+            for g in grads:
                 if g is None and self._output_meta[i] is not None:  # None: not a tensor
                     grads[i] = _zeros(self._output_meta[i])
+                i += 1
         out = self._function.backward(self, *grads)
-        if not isinstance(out, tuple):
-            out = (out,)
+        if out.__class__ is not tuple:
+            out = tuple(out) if isinstance(out, tuple) else (out,)
         positions = self._arg_positions
         n_args = self._n_args
+        if len(out) == n_args and len(positions) == n_args:  # every argument a tensor
+            return out
         if len(out) != n_args:
             if len(out) > n_args and all(g is None for g in out[n_args:]):
                 out = out[:n_args]
@@ -183,8 +195,12 @@ FunctionCtx = BackwardNode
 
 
 def _zeros(meta):
+    """Zeros for an output without a gradient, from its ``_output_meta`` entry: (shape,
+    array dtype, device or None for a NumPy array)."""
     from .._tensor import _zeros_like_meta
-    return _zeros_like_meta(meta)
+    shape, np_dtype, device = meta
+    return _zeros_like_meta((shape, _from_numpy_dtype(np_dtype),
+                             _CPU if device is None else device))
 
 
 class _FunctionMeta(type):
@@ -195,8 +211,8 @@ class _FunctionMeta(type):
         suffix = "Backward0" if namespace.get("_builtin", getattr(cls, "_builtin", False)) \
             else "Backward"
         node_name = namespace.get("_node_name") or f"{name}{suffix}"
-        cls._backward_cls = type(node_name, (BackwardNode,), {"_function": cls,
-                                                               "__module__": cls.__module__})
+        cls._backward_cls = type(node_name, (BackwardNode,), {
+            "_function": cls, "__module__": cls.__module__, "_builtin": cls._builtin})
 
 
 class Function(metaclass=_FunctionMeta):
@@ -259,38 +275,45 @@ class Function(metaclass=_FunctionMeta):
     @classmethod
     def apply(cls, *args, **kwargs):
         """Run the function on ``args``, recording it in the graph when grad is needed."""
+        # The hot path of every op: one global read for forward AD, one pass over the
+        # arguments, no per-call work for features not in use. Keep it flat.
         if _fw_enabled:  # a dual level is active: forward_ad may have tangents to push
             return _dual_apply(cls, args, kwargs)
         if kwargs:  # as in torch: arguments given by name take their forward() position
             args, kwargs = _bind_kwargs(cls, args, kwargs)
-        positions = [i for i, a in enumerate(args) if isinstance(a, _Tensor)]
-        if len(positions) > 1:
-            _check_same_device(cls, args, positions)
+        Tensor = _Tensor
+        positions = []
         record = False
-        if _state.enabled:
-            for i in positions:
-                a = args[i]
-                if a._base is not None:  # a view: its history may be stale (see ops/_views)
-                    _refresh_view(a)
-                if a._requires_grad:
-                    record = True
-        # Made after refreshing views, so that edges point to earlier nodes (the engine's order).
-        ctx = cls._backward_cls()
+        host = True  # every tensor argument holds a NumPy array (no device check needed)
+        enabled = _state.enabled
+        i = 0
+        for a in args:
+            if isinstance(a, Tensor):
+                positions.append(i)
+                if a._data.__class__ is not _ndarray:
+                    host = False
+                if enabled:
+                    if a._base is not None:  # a view: its history may be stale (ops/_views)
+                        _refresh_view(a)
+                    if a._requires_grad:
+                        record = True
+            i += 1
+        if not host and len(positions) > 1:
+            _check_same_device(cls, args, positions)
+        ctx = _new(cls._backward_cls)  # its sequence number is given when it is recorded
         if record:
-            ctx.needs_input_grad = tuple(i in positions and args[i]._requires_grad
-                                         for i in range(len(args)))
+            ctx.needs_input_grad = tuple([isinstance(a, Tensor) and a._requires_grad
+                                          for a in args])
         else:
-            ctx.needs_input_grad = _NO_GRAD[len(args)] if len(args) < 8 else \
-                (False,) * len(args)
+            ctx.needs_input_grad = _NO_GRAD[i] if i < 8 else (False,) * i
 
-        prev = _state.enabled
         _state.enabled = False
         try:
             outputs = cls.forward(ctx, *args, **kwargs)
         except _cuda_error_types() as e:  # evaluated only when forward raised: free otherwise
             raise _cuda_error(e, cls) from e
         finally:
-            _state.enabled = prev
+            _state.enabled = enabled
 
         if not record:
             if ctx._dirty:  # tested here, so that apply pays no call without an in-place op
@@ -298,6 +321,9 @@ class Function(metaclass=_FunctionMeta):
             return outputs
         return _record(ctx, args, positions, outputs)
 
+
+_new = object.__new__
+_ndarray = np.ndarray
 
 _NO_GRAD = [(False,) * n for n in range(8)]
 
@@ -382,18 +408,52 @@ _refresh_view = None
 
 def _record(ctx, args, positions, outputs):
     """Link ``ctx`` into the graph: edges to the inputs, grad_fn on the outputs."""
-    Tensor, _edge = _Tensor, _edge_of
+    Tensor = _Tensor
+    # Numbered here, after forward and any view refresh: later than every input's node.
+    ctx._seq = next(_sequence)
     ctx._arg_positions = positions
     ctx._n_args = len(args)
-    inputs = [args[i] for i in positions]
-    ctx.next_functions = tuple(_edge(t) for t in inputs)
-    ctx._input_meta = [(t._data.shape, t.dtype, t.device) for t in inputs]
+    edges = []
+    in_meta = []
+    for p in positions:
+        t = args[p]
+        fn = t.grad_fn
+        if fn is not None:
+            edges.append((fn, t._output_nr))
+        elif t._requires_grad:
+            edges.append((t._grad_accumulator(), 0))
+        else:
+            edges.append(_NO_EDGE)
+        d = t._data
+        in_meta.append((d.shape, d.dtype, None if d.__class__ is _ndarray else _device_of(d)))
+    ctx.next_functions = tuple(edges)
+    ctx._input_meta = in_meta
 
-    single = not isinstance(outputs, tuple)
-    outs = (outputs,) if single else outputs
+    if not isinstance(outputs, tuple):  # the common case: one fresh output tensor
+        out = outputs
+        if out.__class__ is Tensor and ctx._dirty is None and ctx._non_differentiable is None:
+            for p in positions:
+                if args[p] is out:
+                    break
+            else:
+                d = out._data
+                if d.dtype.kind == "f":
+                    out.grad_fn, out._output_nr, out._requires_grad = ctx, 0, True
+                else:
+                    out.grad_fn, out._requires_grad = None, False
+                ctx._output_meta = ((d.shape, d.dtype, None if d.__class__ is _ndarray
+                                     else _device_of(d)),)
+                if ctx._to_save is not None:
+                    _save(ctx, (out,), (out,))
+                return out
+        single = True
+        outs = (outputs,)
+    else:
+        single = False
+        outs = outputs
     dirty = ctx._dirty or ()
     nondiff = ctx._non_differentiable or ()
-    input_ids = {id(t) for t in inputs}
+    input_ids = {id(args[p]) for p in positions}
     result = []
     meta = []
     for nr, out in enumerate(outs):
@@ -418,25 +478,38 @@ def _record(ctx, args, positions, outputs):
         else:
             out.grad_fn, out._requires_grad = None, False
         result.append(out)
-        meta.append((out.shape, out.dtype, out.device))
+        d = out._data
+        meta.append((d.shape, d.dtype, None if d.__class__ is _ndarray else _device_of(d)))
     ctx._output_meta = meta
 
-    to_save = ctx._to_save
-    if to_save is not None:
-        out_ids = {id(o): nr for nr, o in enumerate(outs) if isinstance(o, Tensor)}
-        saved = []
-        for t in to_save:
-            if t is None:
-                saved.append(None)
-            elif not isinstance(t, Tensor):
-                raise TypeError(f"{ctx.name()}: save_for_backward can only save tensors or "
-                                f"None, got {type(t).__name__}")
-            else:
-                nr = out_ids.get(id(t))
-                saved.append(_Saved(result[nr] if nr is not None else t, nr))
-        ctx._saved = saved
-        ctx._to_save = None
+    if ctx._to_save is not None:
+        _save(ctx, outs, result)
     return result[0] if single else tuple(result)
+
+
+def _save(ctx, outs, result) -> None:
+    """Turn what ``save_for_backward`` got into ``_Saved`` entries (outputs without their
+    grad_fn, see ``_Saved``)."""
+    Tensor = _Tensor
+    saved = []
+    for t in ctx._to_save:
+        if t is None:
+            saved.append(None)
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{ctx.name()}: save_for_backward can only save tensors or "
+                            f"None, got {type(t).__name__}")
+        for nr, o in enumerate(outs):
+            if o is t:
+                saved.append(_Saved(result[nr], nr))
+                break
+        else:
+            saved.append(_Saved(t, None))
+    ctx._saved = saved
+    ctx._to_save = None
+
+
+_NO_EDGE = (None, 0)
 
 
 def once_differentiable(fn):

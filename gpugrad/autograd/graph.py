@@ -51,9 +51,15 @@ def add_hook(hooks: OrderedDict | None, fn) -> tuple[OrderedDict, RemovableHandl
 class Node:
     """Base of every graph node (``grad_fn``)."""
 
-    __slots__ = ("next_functions", "_seq", "__dict__", "__weakref__")
+    __slots__ = ("__dict__", "__weakref__")
 
-    # Rarely set: class-level defaults keep node creation (one per recorded op) cheap.
+    # Class-level defaults keep node creation (one per op, recorded or not) cheap: a
+    # Function's ctx is made without __init__ and gets its edges and number when recorded.
+    next_functions: tuple = ()
+    _seq = 0
+    _builtin = False  # True for the nodes of built-in ops (see the engine's "owned" flag)
+    _input_meta = ()  # per input edge: (shape, dtype, device), for the engine's checks
+    # Rarely set:
     _pre_hooks = None
     _post_hooks = None
     _tensor_hooks = None  # {output_nr: OrderedDict} from Tensor.register_hook

@@ -16,8 +16,16 @@ from .._kernels import erf as _erf_numpy
 from .._kernels import kernels as _K
 from ..autograd.function import Function
 from ..autograd import _jvp_rules as _rules
+from ..autograd import grad_mode as _grad_mode
 from . import fused
-from ._util import binary_arrays, check_operand, float_array, is_scalar, make, xp_of
+from ._util import (binary_arrays, check_operand, float_array, is_scalar, kernel_call,
+                    make, xp_of)
+
+
+_grad_state = _grad_mode.state
+
+
+_ndarray = np.ndarray
 
 
 def _xp2(a, b):
@@ -83,10 +91,12 @@ class Mul(Function):
     def forward(ctx, a, b):
         x, y, _ = binary_arrays("mul", a, b)
         na, nb = ctx.needs_input_grad
-        # Save only what the wanted gradients need: memory, and in-place safety.
-        ctx.save_for_backward(a if nb and isinstance(a, Tensor) else None,
-                              b if na and isinstance(b, Tensor) else None)
-        ctx.scalars = (a if is_scalar(a) else None, b if is_scalar(b) else None)
+        if na or nb:  # nothing to keep when no gradient (nor tangent) is wanted
+            # Save only what the wanted gradients need: memory, and in-place safety.
+            ctx.save_for_backward(a if nb and isinstance(a, Tensor) else None,
+                                  b if na and isinstance(b, Tensor) else None)
+            ctx.scalars = (a if is_scalar(a) else None, b if is_scalar(b) else None)
+            ctx.square = a is b  # x * x: both gradients are g * x
         return make(x * y)
 
     jvp = _rules.multilinear
@@ -96,6 +106,15 @@ class Mul(Function):
         a, b = ctx.saved_tensors
         sa, sb = ctx.scalars
         na, nb = ctx.needs_input_grad
+        if ctx.square and na and nb:
+            # x * x: the engine would add g*x to g*x; 2 (g x) is the same sum, bit for bit
+            # (doubling is exact), in two passes over one fresh buffer instead of three
+            # passes and two buffers. The whole gradient goes to the first edge.
+            ga = g * a
+            if _grad_state.enabled:  # create_graph: keep the doubling in the graph
+                return ga * 2, None
+            ga._data *= 2
+            return ga, None
         if na and nb and a is not None and b is not None:
             return fused.MulBackward.call(g, a, b)  # both in one kernel
         return (g * (b if b is not None else sb) if na else None,
@@ -273,7 +292,23 @@ def _erf_array(a):
     return erf(a)
 
 
+_SIGMOID_DIRECT_MIN = 4096  # below this, the host cost of errstate outweighs the passes saved
+
+
 def _sigmoid_array(a):
+    """sigmoid of a float array: one kernel (kernels/activations.cu) on CuPy and for small
+    NumPy arrays. On large float32/float64 NumPy arrays, the kernel's NumPy twin (exp(-|x|)
+    and a np.where over a data-dependent mask) runs ~3x slower than torch's own CPU formula,
+    1 / (1 + exp(-x)), written as three in-place ufunc passes over one buffer. That formula
+    flushes x < -88.7 (float32) to 0 exactly as torch's CPU kernel does (exp overflows to
+    inf), so the overflow warning is silenced."""
+    if a.__class__ is np.ndarray and a.size >= _SIGMOID_DIRECT_MIN and a.dtype.kind == "f" \
+            and a.dtype.itemsize >= 4:
+        with np.errstate(over="ignore"):
+            e = np.negative(a)
+            np.exp(e, out=e)
+            e += 1
+            return np.reciprocal(e, out=e)
     return _K.sigmoid(a)  # one kernel: kernels/activations.cu
 
 
@@ -284,10 +319,18 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
     are computed in the default float dtype unless ``keep_int``.
     """
 
+    save_x, save_y = "x" in save, "y" in save
+
     def fwd(ctx, x):
-        a = x._data if keep_int else float_array(x)
-        y = make(forward(xp_of(a), a))
-        ctx.save_for_backward(x if "x" in save else None, y if "y" in save else None)
+        a = x._data
+        if a.__class__ is _ndarray and (keep_int or a.dtype.kind == "f"):  # the common case
+            y = make(forward(np, a))
+        else:
+            if not keep_int:
+                a = float_array(x)
+            y = make(forward(xp_of(a), a))
+        if ctx.needs_input_grad[0]:  # saved only when a gradient (or tangent) is wanted
+            ctx.save_for_backward(x if save_x else None, y if save_y else None)
         return y
 
     def bwd(ctx, g):
@@ -302,42 +345,48 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
 
 
 # Each backward is one fused kernel of kernels/ (a differentiable Function: see ops/fused.py).
-Exp = _unary("Exp", lambda xp, a: xp.exp(a), lambda g, x, y: fused.ExpBackward.call(g, y),
+Exp = _unary("Exp", lambda xp, a: xp.exp(a), lambda g, x, y: kernel_call(fused.ExpBackward, g, y),
              ("y",), doc="e**x")
-Log = _unary("Log", lambda xp, a: xp.log(a), lambda g, x, y: fused.LogBackward.call(g, x),
+Log = _unary("Log", lambda xp, a: xp.log(a), lambda g, x, y: kernel_call(fused.LogBackward, g, x),
              doc="natural log")
-Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda g, x, y: fused.Log2Backward.call(g, x))
+Log2 = _unary("Log2", lambda xp, a: xp.log2(a),
+              lambda g, x, y: kernel_call(fused.Log2Backward, g, x))
 Log10 = _unary("Log10", lambda xp, a: xp.log10(a),
-               lambda g, x, y: fused.Log10Backward.call(g, x))
+               lambda g, x, y: kernel_call(fused.Log10Backward, g, x))
 Log1p = _unary("Log1P", lambda xp, a: xp.log1p(a),
-               lambda g, x, y: fused.Log1pBackward.call(g, x), doc="log(1+x)")
+               lambda g, x, y: kernel_call(fused.Log1pBackward, g, x), doc="log(1+x)")
 Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a),
-               lambda g, x, y: fused.Expm1Backward.call(g, y), ("y",), doc="e**x - 1")
-Sqrt = _unary("Sqrt", lambda xp, a: xp.sqrt(a), lambda g, x, y: fused.SqrtBackward.call(g, y),
+               lambda g, x, y: kernel_call(fused.Expm1Backward, g, y), ("y",), doc="e**x - 1")
+Sqrt = _unary("Sqrt", lambda xp, a: xp.sqrt(a),
+              lambda g, x, y: kernel_call(fused.SqrtBackward, g, y),
               ("y",))
 Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a),
-               lambda g, x, y: fused.RsqrtBackward.call(g, y), ("y",), doc="1/sqrt(x)")
-Abs = _unary("Abs", lambda xp, a: xp.abs(a), lambda g, x, y: fused.AbsBackward.call(g, x),
+               lambda g, x, y: kernel_call(fused.RsqrtBackward, g, y), ("y",), doc="1/sqrt(x)")
+Abs = _unary("Abs", lambda xp, a: xp.abs(a), lambda g, x, y: kernel_call(fused.AbsBackward, g, x),
              keep_int=True)
 Sign = _unary("Sign", lambda xp, a: xp.sign(a), lambda g, x, y: g * 0, (), keep_int=True)
-Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda g, x, y: fused.SinBackward.call(g, x))
-Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda g, x, y: fused.CosBackward.call(g, x))
-Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda g, x, y: fused.TanBackward.call(g, y),
+Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda g, x, y: kernel_call(fused.SinBackward, g, x))
+Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda g, x, y: kernel_call(fused.CosBackward, g, x))
+Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda g, x, y: kernel_call(fused.TanBackward, g, y),
              ("y",))
-Tanh = _unary("Tanh", lambda xp, a: xp.tanh(a), lambda g, x, y: fused.TanhBackward.call(g, y),
+Tanh = _unary("Tanh", lambda xp, a: xp.tanh(a),
+              lambda g, x, y: kernel_call(fused.TanhBackward, g, y),
               ("y",))
 Sigmoid = _unary("Sigmoid", lambda xp, a: _sigmoid_array(a),
-                 lambda g, x, y: fused.SigmoidBackward.call(g, y), ("y",))
+                 lambda g, x, y: kernel_call(fused.SigmoidBackward, g, y), ("y",))
 Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a,
-                    lambda g, x, y: fused.ReciprocalBackward.call(g, y), ("y",))
+                    lambda g, x, y: kernel_call(fused.ReciprocalBackward, g, y), ("y",))
 Erf = _unary("Erf", lambda xp, a: _erf_array(a),
-             lambda g, x, y: fused.ErfBackward.call(g, x))
+             lambda g, x, y: kernel_call(fused.ErfBackward, g, x))
 Relu = _unary("Relu", lambda xp, a: xp.maximum(a, 0),
-              lambda g, x, y: fused.ReluBackward.call(g, y), ("y",), keep_int=True)
-Silu = _unary("Silu", lambda xp, a: _K.silu(a), lambda g, x, y: fused.SiluBackward.call(g, x))
+              lambda g, x, y: kernel_call(fused.ReluBackward, g, y), ("y",), keep_int=True)
+Silu = _unary("Silu", lambda xp, a: _K.silu(a),
+              lambda g, x, y: kernel_call(fused.SiluBackward, g, x))
 
 
 def _float_op(cls, x):
+    if isinstance(x, Tensor):
+        return cls.apply(x)
     check_operand(cls.__name__.lower(), x, "input")
     if not isinstance(x, Tensor):
         raise TypeError(f"{cls.__name__.lower()}(): argument 'input' must be a Tensor, not "

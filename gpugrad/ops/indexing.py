@@ -26,6 +26,7 @@ from .._tensor import Tensor, _wrap_dim
 from ..autograd.function import Function
 from ..autograd import _jvp_rules as _rules
 from ._util import check_broadcast, is_scalar, make, xp_of
+from ._compat import host_minmax, scatter_add as _scatter_add
 from ._views import as_view
 
 __all__ = ["normalize_index", "getitem", "index_put", "index_put_", "gather", "scatter",
@@ -50,12 +51,9 @@ def _torch_name(dtype) -> str:
 
 # ---- scatter with accumulation: the one NumPy/CuPy difference ---------------------------------
 def _add_at(out, idx, values) -> None:
-    """``out[idx] += values`` where repeated positions in ``idx`` all add up."""
-    if out.__class__ is _ndarray:
-        np.add.at(out, idx, values)
-    else:
-        import cupyx
-        cupyx.scatter_add(out, idx, values)
+    """``out[idx] += values`` where repeated positions in ``idx`` all add up (``numpy.add.at``
+    or ``cupyx.scatter_add``, which needs help for int64/narrow-int/bool: see ``_compat``)."""
+    _scatter_add(out, idx, values)
 
 
 # ---- the index normalizer ---------------------------------------------------------------------
@@ -633,7 +631,7 @@ def _out_of_bounds(a, low: int, high: int):
     """The first entry of index array ``a`` outside ``[low, high)``, or None."""
     if a.size == 0:
         return None
-    lo, hi = (int(v) for v in (a.min(), a.max()))  # one pass each; the common case
+    lo, hi = host_minmax(a)  # one pass each (one host transfer on CUDA); the common case
     if lo >= low and hi < high:
         return None
     return int(a[(a < low) | (a >= high)].ravel()[0])
@@ -1140,7 +1138,9 @@ def masked_scatter(input: Tensor, mask: Tensor, source: Tensor) -> Tensor:
     if k > source.numel():
         raise RuntimeError(f"masked_scatter: Number of elements of source < number of ones in "
                            f"mask (source has {source.numel()}, the mask {k} True values)")
-    return MaskedScatter.apply(input, Tensor._make(xp.ascontiguousarray(m)), source)
+    # a contiguous mask (not the broadcast view); ascontiguousarray would make a 0-d one 1-d
+    m = m.copy() if m.ndim == 0 else xp.ascontiguousarray(m)
+    return MaskedScatter.apply(input, Tensor._make(m), source)
 
 
 # ---- take -------------------------------------------------------------------------------------

@@ -64,7 +64,15 @@ def check_inplace(t: Tensor, op: str) -> None:
 
 
 def apply_inplace(t: Tensor, op: str, fn, *args, **kwargs) -> Tensor:
-    """Run ``fn(t, *args)`` out of place and store the result into ``t``; returns ``t``."""
+    """Run ``fn(t, *args)`` out of place and store the result into ``t``; returns ``t``.
+
+    When nothing is recorded (an optimizer's ``p -= lr * p.grad`` under ``no_grad``), the
+    arithmetic ops write straight into ``t``'s memory instead (``_direct``): no temporary of
+    ``t``'s size, one pass instead of two."""
+    if not kwargs and len(args) == 1 and not _function._fw_enabled:
+        ufunc = _DIRECT.get(fn)
+        if ufunc is not None and _direct(t, op, ufunc, args[0]):
+            return t
     check_inplace(t, op)
     out = fn(t, *args, **kwargs)
     if out.shape != t.shape:
@@ -84,6 +92,55 @@ def apply_inplace(t: Tensor, op: str, fn, *args, **kwargs) -> Tensor:
     if _function._fw_enabled:  # a dual level is active: t (and its base) take out's tangent
         _forward_ad._after_inplace(t, out)
     return t
+
+
+# The out-of-place ops whose in-place form may run as one ufunc into t (filled below, after
+# the import of elementwise, which imports this module's package).
+_DIRECT = {}
+
+
+def _direct_ok(t: Tensor, other) -> bool:
+    """Whether ``t op= other`` computes in ``t``'s own dtype with no recording, so that the
+    ufunc written into ``t`` gives the very bits of the out-of-place result cast back to
+    ``t``: a tensor of t's dtype and device that broadcasts to t's shape without aliasing it
+    in another layout, or an int/float Python number with a float ``t``. Anything else (type
+    promotion, errors to report, autograd) takes the general path."""
+    a = t._data
+    if isinstance(other, Tensor):
+        b = other._data
+        if b.dtype != a.dtype or b.__class__ is not a.__class__:
+            return False
+        if _state.enabled and (other._requires_grad or _recording(t)):
+            return False
+        if b.shape != a.shape:
+            try:
+                _broadcast_check(b.shape, a.shape)
+            except ValueError:
+                return False
+        if b is not a and shares_memory(a, b):
+            return False  # a partial overlap: the general path copies first
+        if getattr(b, "device", None) != getattr(a, "device", None):
+            return False  # CuPy arrays on two GPUs
+        return a.dtype.kind in "fciu"
+    if other.__class__ is float or other.__class__ is int:
+        return a.dtype.kind in "fc" and not (_state.enabled and _recording(t))
+    return False
+
+
+def _direct(t: Tensor, op: str, ufunc, other) -> bool:
+    """``t op= other`` as ``ufunc(t, other, out=t)`` when ``_direct_ok``; False otherwise."""
+    if not _direct_ok(t, other):
+        return False
+    if ufunc is _TRUE_DIVIDE and t._data.dtype.kind not in "fc":
+        return False  # int / int is float division: the general path reports the cast error
+    check_inplace(t, op)
+    a = t._data
+    getattr(xp_of(a), ufunc)(a, other._data if isinstance(other, Tensor) else other, out=a)
+    t._version.value += 1
+    return True
+
+
+_TRUE_DIVIDE = "true_divide"
 
 
 def _rebase(t: Tensor, out: Tensor) -> None:
@@ -273,7 +330,16 @@ def copy_(t: Tensor, src, non_blocking: bool = False) -> Tensor:
     except ValueError:
         raise RuntimeError(f"copy_: the size of src {list(src.shape)} cannot be broadcast to "
                            f"the destination's {list(t.shape)}") from None
-    return apply_inplace(t, "copy_", Copy.apply, src)
+    if _function._fw_enabled or (_state.enabled and (_recording(t) or src._requires_grad)):
+        return apply_inplace(t, "copy_", Copy.apply, src)
+    # Nothing to record: one copy straight into t (no Function, no temporary of t's size).
+    check_inplace(t, "copy_")
+    a, b = t._data, src._data
+    if b is not a and shares_memory(a, b):
+        b = b.copy()  # an overlapping source: read it whole before writing (CuPy does not)
+    xp_of(a).copyto(a, b, casting="unsafe")
+    t._version.value += 1
+    return t
 
 
 def _broadcast_check(src, dst):
@@ -413,3 +479,12 @@ def setitem(t: Tensor, idx, value) -> None:
         from .._factories import tensor
         value = tensor(value, dtype=t.dtype, device=t.device)
     apply_inplace(target, "index_put_", _put, rest, value, False)
+
+
+def _fill_direct() -> None:
+    from . import elementwise as ew  # imported here: elementwise is loaded before this module
+    _DIRECT.update({ew.add: "add", ew.sub: "subtract", ew.mul: "multiply",
+                    ew.div: _TRUE_DIVIDE})
+
+
+_fill_direct()

@@ -7,6 +7,7 @@ engine sums broadcast batch dimensions back to each operand's shape.
 """
 from __future__ import annotations
 
+from .. import _capture
 from .._tensor import Tensor
 from ..autograd.function import Function
 from ..autograd import _jvp_rules as _rules
@@ -32,6 +33,8 @@ class Matmul(Function):
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None,
                               b if ctx.needs_input_grad[0] else None)
         ctx.ndims = (x.ndim, y.ndim)
+        if _capture.cuda_capturing:  # CuPy refuses cuBLAS inside a CUDA graph capture
+            return make(_capture.matmul(x, y))
         return make(xp_of(x).matmul(x, y))
 
     jvp = _rules.multilinear

@@ -498,7 +498,9 @@ class LogSoftmax(Function):
         xp = xp_of(a)
         if a.size:
             shifted = a - a.max(axis=dim, keepdims=True)
-            y = make(shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True)))
+            # shifted is ours: subtract in place (one buffer of x's size less, same values)
+            shifted -= xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+            y = make(shifted)
         else:
             y = make(a.copy())
         ctx.save_for_backward(y)

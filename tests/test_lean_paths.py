@@ -1,0 +1,234 @@
+"""The lean paths of issue 7 (memory and bandwidth) compute what the general paths compute.
+
+- In-place arithmetic with nothing to record (``p -= lr * p.grad`` under ``no_grad``) and
+  ``copy_`` under ``no_grad`` write straight into the tensor (no temporary of its size):
+  values, dtypes, version counters, views and errors must be those of the recorded path /
+  of torch.
+- ``sigmoid`` of a large NumPy array uses torch's CPU formula ``1 / (1 + exp(-x))``.
+- ``x * x`` sends ``2 g x`` down one edge instead of ``g x`` down both.
+"""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import gpugrad
+from gpugrad.autograd import gradcheck, gradgradcheck
+from helpers import assert_close, to_numpy, torch_or_skip
+
+rng = np.random.default_rng(7)
+
+
+def _pair(a, device, requires_grad=False):
+    torch = torch_or_skip()
+    return (gpugrad.tensor(a.copy(), device=device, requires_grad=requires_grad),
+            torch.tensor(a.copy(), requires_grad=requires_grad))
+
+
+# ---- in-place arithmetic without recording ---------------------------------------------------
+@pytest.mark.parametrize("op", ["add_", "sub_", "mul_", "div_", "__iadd__", "__isub__",
+                                "__imul__", "__itruediv__"])
+@pytest.mark.parametrize("other", ["same", "row", "scalar", "int", "zero_d"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inplace_arith_no_grad_matches_torch(device, op, other, dtype):
+    torch = torch_or_skip()
+    a = rng.standard_normal((4, 5)).astype(dtype)
+    o = {"same": rng.standard_normal((4, 5)).astype(dtype),
+         "row": rng.standard_normal(5).astype(dtype),
+         "zero_d": np.asarray(1.5, dtype), "scalar": 0.37, "int": 3}[other]
+    g, t = _pair(a, device, requires_grad=True)
+    go = gpugrad.tensor(o, device=device) if isinstance(o, np.ndarray) else o
+    to = torch.tensor(o) if isinstance(o, np.ndarray) else o
+    v0 = g._version.value
+    with gpugrad.no_grad():
+        r = getattr(g, op)(go)
+    with torch.no_grad():
+        getattr(t, op)(to)
+    assert r is g
+    assert g._version.value == v0 + 1
+    assert g.dtype == gpugrad.float32 if dtype == np.float32 else gpugrad.float64
+    assert np.array_equal(to_numpy(g), to_numpy(t))  # same ufunc, same bits
+
+
+def test_inplace_no_grad_writes_into_the_same_memory(device):
+    x = gpugrad.tensor(rng.standard_normal((3, 4)), device=device)
+    base_data = x._data
+    view = x[1]
+    with gpugrad.no_grad():
+        view -= gpugrad.ones(4, dtype=gpugrad.float64, device=device)
+        x *= 2
+    assert x._data is base_data
+    assert view._version.value == x._version.value == 2
+    assert_close(view, x[1])
+
+
+def test_inplace_no_grad_allocates_no_temporary():
+    # The optimizer update p -= g must not allocate a buffer of p's size (W4's peak).
+    p = gpugrad.tensor(np.ones((512, 1024), np.float32), requires_grad=True)
+    g = gpugrad.tensor(np.full((512, 1024), 0.5, np.float32))
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        with gpugrad.no_grad():
+            p -= g
+            p.mul_(0.5)
+            p.copy_(g)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < p._data.nbytes // 4, peak
+    assert np.all(to_numpy(p) == 0.5)
+
+
+@pytest.mark.parametrize("case", ["int_tensor_float_scalar", "int_div", "bigger_other",
+                                  "float64_into_float32", "bool_sub"])
+def test_inplace_no_grad_general_cases_match_torch(device, lib, case):
+    # Promotions, casts and errors take the general path: the same outcome as torch.
+    m = lib.mod
+    with m.no_grad():
+        if case == "int_tensor_float_scalar":
+            x = lib.tensor([1, 2, 3])
+            with pytest.raises(RuntimeError):
+                x += 0.5
+        elif case == "int_div":
+            x = lib.tensor([1, 2, 3])
+            with pytest.raises(RuntimeError):
+                x /= lib.tensor([2, 2, 2])
+        elif case == "bigger_other":
+            x = lib.tensor([1.0, 2.0])
+            with pytest.raises(RuntimeError):
+                x += lib.tensor([[1.0, 2.0], [3.0, 4.0]])
+        elif case == "float64_into_float32":
+            x = lib.tensor([1.0, 2.0], dtype=m.float32)
+            x += lib.tensor([0.1, 0.2], dtype=m.float64)
+            assert x.dtype == m.float32
+            assert np.allclose(np.asarray(x.tolist()), [1.1, 2.2])
+        else:
+            x = lib.tensor([True, False])
+            with pytest.raises(RuntimeError):
+                x -= lib.tensor([True, True])
+
+
+def test_inplace_on_leaf_still_refused_when_recording(device):
+    w = gpugrad.ones(3, device=device, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        w -= 1.0
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        w.copy_(gpugrad.zeros(3, device=device))
+
+
+def test_inplace_recording_non_leaf_still_differentiates(device):
+    a = rng.standard_normal(5)
+    g, t = _pair(a, device, requires_grad=True)
+    yg, yt = g * 2, t * 2
+    yg -= g * g
+    yt -= t * t
+    yg.sum().backward()
+    yt.sum().backward()
+    assert_close(g.grad, t.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_inplace_overlapping_operand_matches_out_of_place(device):
+    x = gpugrad.tensor(np.arange(9.0).reshape(3, 3), device=device)
+    expected = to_numpy(x + x.mT)
+    with gpugrad.no_grad():
+        x += x.mT
+    assert np.array_equal(to_numpy(x), expected)
+
+
+# ---- copy_ without recording ---------------------------------------------------------------
+@pytest.mark.parametrize("src_kind", ["same", "broadcast", "cast", "overlap", "self"])
+def test_copy_no_grad_matches_torch(device, src_kind):
+    torch = torch_or_skip()
+    a = rng.standard_normal((3, 4))
+    g, t = _pair(a, device)
+    if src_kind == "same":
+        s = rng.standard_normal((3, 4))
+        gs, ts = gpugrad.tensor(s, device=device), torch.tensor(s)
+    elif src_kind == "broadcast":
+        s = rng.standard_normal(4)
+        gs, ts = gpugrad.tensor(s, device=device), torch.tensor(s)
+    elif src_kind == "cast":
+        s = rng.integers(-5, 5, (3, 4))
+        gs, ts = gpugrad.tensor(s, device=device), torch.tensor(s)
+    elif src_kind == "overlap":  # rows shifted by one within the same buffer
+        # torch refuses a partial overlap; gpugrad reads the whole source before writing
+        gs, g = g[:2], g[1:]
+        with gpugrad.no_grad():
+            g.copy_(gs)
+        assert np.array_equal(to_numpy(g), a[:2])
+        return
+    else:
+        gs, ts = g, t
+    v0 = g._version.value
+    with gpugrad.no_grad():
+        r = g.copy_(gs)
+    with torch.no_grad():
+        t.copy_(ts)
+    assert r is g and g._version.value == v0 + 1
+    assert np.array_equal(to_numpy(g), to_numpy(t))
+
+
+def test_copy_no_grad_into_view_updates_base(device):
+    x = gpugrad.zeros(2, 3, device=device)
+    with gpugrad.no_grad():
+        x[1].copy_(gpugrad.ones(3, device=device))
+    assert np.array_equal(to_numpy(x), [[0, 0, 0], [1, 1, 1]])
+
+
+def test_copy_recorded_still_differentiates(device):
+    src = gpugrad.tensor(rng.standard_normal(4), device=device, requires_grad=True)
+    dst = gpugrad.zeros(4, dtype=gpugrad.float64, device=device)
+    dst.copy_(src)
+    (dst * 3).sum().backward()
+    assert np.array_equal(to_numpy(src.grad), np.full(4, 3.0))
+
+
+# ---- sigmoid on large arrays ---------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_large_matches_torch(device, dtype):
+    torch = torch_or_skip()
+    a = (rng.standard_normal(10000) * 30).astype(dtype)
+    a[:4] = [-1000.0, 1000.0, 0.0, -90.0]
+    g = to_numpy(gpugrad.tensor(a, device=device).sigmoid())
+    t = to_numpy(torch.tensor(a).sigmoid())
+    assert g.dtype == dtype
+    assert_close(g, t, rtol=4e-7 if dtype == np.float32 else 1e-15, atol=0)
+    assert np.all((g >= 0) & (g <= 1))
+
+
+def test_sigmoid_large_gradcheck(device):
+    x = gpugrad.tensor(rng.standard_normal(5000), device=device, requires_grad=True)
+    w = gpugrad.tensor(rng.standard_normal(5000), device=device)
+    assert gradcheck(lambda x: (x.sigmoid() * w).sum(), (x,))
+
+
+def test_sigmoid_large_and_small_agree(device):
+    a = rng.standard_normal(8192) * 10
+    big = to_numpy(gpugrad.tensor(a, device=device).sigmoid())
+    small = np.concatenate([to_numpy(gpugrad.tensor(c, device=device).sigmoid())
+                            for c in np.split(a, 8)])
+    assert_close(big, small, rtol=1e-14, atol=0)
+
+
+# ---- x * x ---------------------------------------------------------------------------------
+def test_square_by_mul_matches_torch(device):
+    torch = torch_or_skip()
+    a = rng.standard_normal((3, 4))
+    g, t = _pair(a, device, requires_grad=True)
+    w = rng.standard_normal((3, 4))
+    (g * g * gpugrad.tensor(w, device=device)).sum().backward()
+    (t * t * torch.tensor(w)).sum().backward()
+    assert np.array_equal(to_numpy(g.grad), to_numpy(t.grad))  # 2(gx) == gx + gx exactly
+
+
+def test_square_by_mul_higher_order(device):
+    x = gpugrad.tensor(rng.standard_normal(6), device=device, requires_grad=True)
+    assert gradcheck(lambda x: x * x, (x,))
+    assert gradgradcheck(lambda x: x * x, (x,))
+    (g,) = gpugrad.autograd.grad((x * x).sum(), x, create_graph=True)
+    (gg,) = gpugrad.autograd.grad(g.sum(), x)
+    assert np.array_equal(to_numpy(gg), np.full(6, 2.0))
