@@ -171,6 +171,13 @@ def device_of_array(a) -> device:
     return cuda_device(a.device.id)
 
 
+def as_cupy(a):
+    """A CuPy view of a device array from any library (``__cuda_array_interface__``: torch,
+    Numba, JAX); a CuPy array is returned as it is."""
+    cp = _require_cuda("cuda")
+    return a if isinstance(a, cp.ndarray) else cp.asarray(a)
+
+
 def to_device(a, d: device, copy: bool = False):
     """Move (or copy) an array to device ``d``; no copy when it is already there unless asked."""
     if d.type == "cpu":

@@ -106,8 +106,10 @@ def _array_from(data, dtype, device, copy: bool, op: str):
         arr = data._data
         dt = _dtype_or(dtype, data.dtype)
     elif isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__"):
-        arr = data
-        dt = _dtype_or(dtype, _dtypes.from_numpy_dtype(np.dtype(data.dtype)))
+        # a foreign device array (a torch CUDA tensor, ...) is viewed through CuPy first: its
+        # .dtype need not be a NumPy dtype, and to_device handles NumPy and CuPy arrays only
+        arr = data if isinstance(data, np.ndarray) else _backend.as_cupy(data)
+        dt = _dtype_or(dtype, _dtypes.from_numpy_dtype(np.dtype(arr.dtype)))
     else:
         dt = _dtype_or(dtype, None) or _infer_dtype(data)
         try:

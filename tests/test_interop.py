@@ -262,3 +262,19 @@ def test_gpu_from_dlpack_on_a_side_stream():
         x = gpugrad.ones(1 << 20, device="cuda") * 3
         a = cupy.from_dlpack(x)  # ordered after x's kernel on the consumer's stream
         assert float(a.sum()) == 3 * (1 << 20)
+
+
+@pytest.mark.gpu
+def test_gpu_tensor_from_a_torch_cuda_tensor_copies_it():
+    # gpugrad.tensor(<torch CUDA tensor>) goes through __cuda_array_interface__ (viewed by
+    # CuPy: torch's dtype objects are not NumPy dtypes) and copies, as torch.tensor does.
+    torch = torch_or_skip()
+    if not torch.cuda.is_available():
+        pytest.skip("this torch build has no CUDA")
+    t = torch.arange(6.0, device="cuda").reshape(2, 3)
+    g = gpugrad.tensor(t, device="cuda")
+    assert g.dtype == gpugrad.float32 and g.shape == (2, 3) and g.tolist() == t.tolist()
+    t[0, 0] = 7.0
+    assert g[0, 0].item() == 0.0  # a copy
+    h = gpugrad.tensor(t, device="cpu", dtype=gpugrad.float64)  # device to host
+    assert h.device == "cpu" and h.tolist() == t.tolist()
