@@ -40,14 +40,51 @@ def _operand_ok(x) -> bool:
     return isinstance(x, Tensor) or is_scalar(x)
 
 
+# operands that need no further check (Tensor subclasses and NumPy numbers take _operand_ok)
+_PLAIN_OPERANDS = frozenset((Tensor, float, int, bool))
+
+
 def _binary(fn, reflected=False):
-    """An operator method: NotImplemented for foreign operands, so Python can try the other."""
-    if reflected:
+    """An operator method: NotImplemented for foreign operands, so Python can try the other.
+
+    The four arithmetic operators call their Function's apply directly, with the arguments
+    their function passes (``x + y`` is ``add(x, y)`` is ``Add.apply(x, y, 1)``): operators
+    are the hottest path of eager code, and each Python call layer costs."""
+    plain = _PLAIN_OPERANDS
+    # the Function class, not its bound apply: apply is looked up at each call, as the
+    # functions do (a patched Function.apply, as tests install, must see operators too)
+    with_alpha = {add: elementwise.Add, sub: elementwise.Sub}.get(fn)
+    direct = {mul: elementwise.Mul, div: elementwise.Div}.get(fn)
+    if with_alpha is not None and reflected:
         def method(self, other):
-            return fn(other, self) if _operand_ok(other) else NotImplemented
+            if other.__class__ in plain or _operand_ok(other):
+                return with_alpha.apply(other, self, 1)
+            return NotImplemented
+    elif with_alpha is not None:
+        def method(self, other):
+            if other.__class__ in plain or _operand_ok(other):
+                return with_alpha.apply(self, other, 1)
+            return NotImplemented
+    elif direct is not None and reflected:
+        def method(self, other):
+            if other.__class__ in plain or _operand_ok(other):
+                return direct.apply(other, self)
+            return NotImplemented
+    elif direct is not None:
+        def method(self, other):
+            if other.__class__ in plain or _operand_ok(other):
+                return direct.apply(self, other)
+            return NotImplemented
+    elif reflected:
+        def method(self, other):
+            if other.__class__ in plain or _operand_ok(other):
+                return fn(other, self)
+            return NotImplemented
     else:
         def method(self, other):
-            return fn(self, other) if _operand_ok(other) else NotImplemented
+            if other.__class__ in plain or _operand_ok(other):
+                return fn(self, other)
+            return NotImplemented
     method.__name__ = fn.__name__
     method.__doc__ = fn.__doc__
     return method
