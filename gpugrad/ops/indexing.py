@@ -1093,10 +1093,10 @@ class MaskedScatter(Function):
     _builtin = True
 
     @staticmethod
-    def forward(ctx, x, mask, source):
+    def forward(ctx, x, mask, source, k):
+        # k: the number of True in the mask, counted once by masked_scatter (a host sync)
         out = x._data.copy()
         m = mask._data
-        k = int(m.sum())
         out[m] = source._data.reshape(-1)[:k]
         ctx.meta = (m, k, tuple(source.shape))
         return make(out)
@@ -1106,7 +1106,7 @@ class MaskedScatter(Function):
     @staticmethod
     def backward(ctx, g):
         m, k, src_shape = ctx.meta
-        nx, _, ns = ctx.needs_input_grad
+        nx, _, ns, _ = ctx.needs_input_grad
         mask = Tensor._make(m)
         gs = None
         if ns:
@@ -1116,7 +1116,7 @@ class MaskedScatter(Function):
                 from .pad import pad
                 picked = pad(picked, (0, n - k))
             gs = picked.reshape(src_shape)
-        return MaskedFill.apply(g, mask, 0) if nx else None, None, gs
+        return MaskedFill.apply(g, mask, 0) if nx else None, None, gs, None
 
 
 def masked_scatter(input: Tensor, mask: Tensor, source: Tensor) -> Tensor:
@@ -1140,7 +1140,7 @@ def masked_scatter(input: Tensor, mask: Tensor, source: Tensor) -> Tensor:
                            f"mask (source has {source.numel()}, the mask {k} True values)")
     # a contiguous mask (not the broadcast view); ascontiguousarray would make a 0-d one 1-d
     m = m.copy() if m.ndim == 0 else xp.ascontiguousarray(m)
-    return MaskedScatter.apply(input, Tensor._make(m), source)
+    return MaskedScatter.apply(input, Tensor._make(m), source, k)
 
 
 # ---- take -------------------------------------------------------------------------------------
