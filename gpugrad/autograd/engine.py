@@ -34,21 +34,19 @@ _state = grad_mode.state
 
 def _collect(roots):
     """Dependencies: node -> number of edges into it from nodes reachable from the roots."""
-    deps = {}
-    seen = set()
-    stack = [n for n in roots]
-    for n in roots:
-        seen.add(n)
+    # One dict is both the count and the set of nodes seen (the roots start at 0).
+    deps = dict.fromkeys(roots, 0)
+    stack = list(roots)
     while stack:
-        node = stack.pop()
-        for nxt, _ in node.next_functions:
+        for nxt, _ in stack.pop().next_functions:
             if nxt is None:
                 continue
-            deps[nxt] = deps.get(nxt, 0) + 1
-            if nxt not in seen:
-                seen.add(nxt)
+            if nxt in deps:
+                deps[nxt] += 1
+            else:
+                deps[nxt] = 1
                 stack.append(nxt)
-    return deps, seen
+    return deps, deps.keys()
 
 
 def _needed(nodes, targets):
@@ -255,8 +253,11 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
             # A gradient is ours (owned) when a built-in backward made it fresh: not a view,
             # not one of the incoming arrays, not returned twice.
             builtin = node._builtin
-            if builtin:
-                taken = {id(g._data) for g in incoming if g is not None}
+            if builtin:  # (a loop, not a comprehension: each costs a frame on 3.11)
+                taken = set()
+                for g in incoming:
+                    if g is not None:
+                        taken.add(id(g._data))
             del incoming, buf
             meta = node._input_meta
             i = -1

@@ -47,14 +47,16 @@ class _Saved:
     __slots__ = ("tensor", "data", "version_counter", "version", "output_nr", "requires_grad")
 
     def __init__(self, t, output_nr: int | None) -> None:
-        self.version_counter = t._version
-        self.version = t._version.value
+        v = self.version_counter = t._version
+        self.version = v.value
         self.output_nr = output_nr
         if output_nr is None:
-            self.tensor, self.data = t, None
+            self.tensor = t
+            self.data = None
         else:
-            self.tensor, self.data = None, t._data
-            self.requires_grad = t.requires_grad
+            self.tensor = None
+            self.data = t._data
+            self.requires_grad = t._requires_grad
 
     def unpack(self, node):
         if self.output_nr is None and self.version_counter.value == self.version:
@@ -234,6 +236,11 @@ class Function(metaclass=_FunctionMeta):
     """
 
     _builtin = False
+    #: Built-in ops may set this to ``staticmethod(fn)``: ``fn(*args)`` computes the result
+    #: straight from the arrays when nothing is recorded, or returns None to let ``forward``
+    #: handle the call (its checks, promotion and errors). It must return exactly what
+    #: ``forward`` would.
+    _eager = None
 
     def __init__(self, *args, **kwargs) -> None:
         if type(self).forward is not Function.forward and not isinstance(
@@ -300,10 +307,25 @@ class Function(metaclass=_FunctionMeta):
             i += 1
         if not host and len(positions) > 1:
             _check_same_device(cls, args, positions)
+        if not record and cls._eager is not None and not kwargs:
+            # Nothing to record: a built-in op's array-level shortcut for its common case
+            # (no ctx, no grad-mode switch); None hands the call to forward.
+            try:
+                out = cls._eager(*args)
+            except _cuda_error_types() as e:
+                raise _cuda_error(e, cls) from e
+            if out is not None:
+                return out
         ctx = _new(cls._backward_cls)  # its sequence number is given when it is recorded
         if record:
-            ctx.needs_input_grad = tuple([isinstance(a, Tensor) and a._requires_grad
-                                          for a in args])
+            if i == 1:  # a unary op (its one argument requires grad)
+                ctx.needs_input_grad = _ONE_GRAD
+            else:  # no comprehension: each costs a frame on Python 3.11
+                needs = [False] * i
+                for p in positions:
+                    if args[p]._requires_grad:
+                        needs[p] = True
+                ctx.needs_input_grad = tuple(needs)
         else:
             ctx.needs_input_grad = _NO_GRAD[i] if i < 8 else (False,) * i
 
@@ -326,6 +348,7 @@ _new = object.__new__
 _ndarray = np.ndarray
 
 _NO_GRAD = [(False,) * n for n in range(8)]
+_ONE_GRAD = (True,)
 
 
 def _bump_dirty(ctx, outputs) -> None:
@@ -492,19 +515,24 @@ def _save(ctx, outs, result) -> None:
     grad_fn, see ``_Saved``)."""
     Tensor = _Tensor
     saved = []
+    single = len(outs) == 1
     for t in ctx._to_save:
         if t is None:
             saved.append(None)
-            continue
-        if not isinstance(t, Tensor):
+        elif single and t is outs[0]:  # the common case: the op's one output
+            saved.append(_Saved(result[0], 0))
+        elif not isinstance(t, Tensor):
             raise TypeError(f"{ctx.name()}: save_for_backward can only save tensors or "
                             f"None, got {type(t).__name__}")
-        for nr, o in enumerate(outs):
-            if o is t:
-                saved.append(_Saved(result[nr], nr))
-                break
         else:
-            saved.append(_Saved(t, None))
+            nr = 0
+            for o in outs:
+                if o is t:
+                    saved.append(_Saved(result[nr], nr))
+                    break
+                nr += 1
+            else:
+                saved.append(_Saved(t, None))
     ctx._saved = saved
     ctx._to_save = None
 

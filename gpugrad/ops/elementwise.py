@@ -7,6 +7,7 @@ here: the engine sums each returned gradient down to its input's shape.
 from __future__ import annotations
 
 import math
+import operator as _operator
 
 import numpy as np
 
@@ -36,10 +37,46 @@ def _is_bool(v) -> bool:
     return isinstance(v, (bool, np.bool_)) or (isinstance(v, Tensor) and v._data.dtype == np.bool_)
 
 
+def _binary_eager(op):
+    """The ``_eager`` shortcut of a binary arithmetic op (see ``Function._eager``): two
+    floating tensors of one dtype and shape, or a floating tensor and a Python float or int
+    (which never changes its dtype) -- the common case, computed as forward would compute
+    it; anything else (promotion, broadcasting, alpha, bad operands) goes to forward."""
+
+    def eager(a, b, alpha=1):
+        if alpha != 1:
+            return None
+        if isinstance(a, Tensor):
+            x = a._data
+            if x.dtype.kind != "f":
+                return None
+            if isinstance(b, Tensor):
+                y = b._data
+                if y.dtype != x.dtype or y.shape != x.shape:
+                    return None
+            elif b.__class__ is float or b.__class__ is int:
+                y = b
+            else:
+                return None
+        elif a.__class__ is float or a.__class__ is int:
+            x = a
+            if not isinstance(b, Tensor):
+                return None
+            y = b._data
+            if y.dtype.kind != "f":
+                return None
+        else:
+            return None
+        return make(op(x, y))
+
+    return staticmethod(eager)
+
+
 # ---- arithmetic -------------------------------------------------------------------------------
 class Add(Function):
     """``input + alpha * other``."""
     _builtin = True
+    _eager = _binary_eager(_operator.add)
 
     @staticmethod
     def forward(ctx, a, b, alpha=1):
@@ -60,6 +97,7 @@ class Add(Function):
 class Sub(Function):
     """``input - alpha * other``."""
     _builtin = True
+    _eager = _binary_eager(_operator.sub)
 
     @staticmethod
     def forward(ctx, a, b, alpha=1):
@@ -86,6 +124,7 @@ class Sub(Function):
 class Mul(Function):
     """``input * other``."""
     _builtin = True
+    _eager = _binary_eager(_operator.mul)
 
     @staticmethod
     def forward(ctx, a, b):
@@ -133,6 +172,7 @@ def _true_div_arrays(a, b):
 class Div(Function):
     """``input / other`` (true division)."""
     _builtin = True
+    _eager = _binary_eager(_operator.truediv)
 
     @staticmethod
     def forward(ctx, a, b):
@@ -327,13 +367,22 @@ def _sigmoid_array(a):
 
 
 def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
-    """Make the Function for ``y = forward(xp, a)`` whose gradient is ``backward(g, x, y)``.
+    """Make the Function for ``y = forward(xp, a)`` whose gradient is ``backward(g, x, y)``,
+    or, with ``backward=(fused.XBackward, "x" or "y")``, that one fused kernel of ``g`` and
+    the input or the output.
 
     ``save`` names what backward reads (``"x"`` the input, ``"y"`` the output); integer inputs
     are computed in the default float dtype unless ``keep_int``.
     """
 
     save_x, save_y = "x" in save, "y" in save
+    kernel_of = None  # the fused kernel's name and which saved array it reads
+    if isinstance(backward, tuple):
+        fn_cls, operand = backward
+        kernel_of = (fn_cls.kernel, 1 if operand == "y" else 0)
+        backward = ((lambda g, x, y: kernel_call(fn_cls, g, y)) if operand == "y"
+                    else (lambda g, x, y: kernel_call(fn_cls, g, x)))
+    direct = []  # [kernel, saved index], resolved on the first backward
 
     def fwd(ctx, x):
         a = x._data
@@ -348,10 +397,35 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
         return y
 
     def bwd(ctx, g):
+        if kernel_of is not None and not _grad_state.enabled:
+            # Not recorded (no create_graph): the kernel straight on the incoming gradient
+            # and the saved array, when both are NumPy arrays of one shape and dtype and
+            # the saved tensor is unchanged -- no saved-tensor unpacking, no tensors made
+            # but the result. Anything else takes the general path (and its errors).
+            if not direct:
+                from .._kernels import kernels as K
+                direct[:] = [getattr(K, kernel_of[0]), kernel_of[1]]
+            saved = ctx._saved
+            if saved is not None and not ctx._in_jvp:
+                e = saved[direct[1]]
+                if e is not None and e.version_counter.value == e.version:
+                    a = e.data if e.tensor is None else e.tensor._data
+                    ga = g._data
+                    if (ga.__class__ is _ndarray and a.__class__ is _ndarray
+                            and ga.shape == a.shape and ga.dtype is a.dtype):
+                        return make(direct[0](ga, a))
         x, y = ctx.saved_tensors
         return backward(g, x, y)
 
-    cls = type(name, (Function,), {"_builtin": True, "__doc__": doc,
+    def eager(x):  # nothing recorded (see Function._eager): the array op alone
+        if not isinstance(x, Tensor):
+            return None
+        a = x._data
+        if keep_int or a.dtype.kind == "f":
+            return make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
+        return None
+
+    cls = type(name, (Function,), {"_builtin": True, "__doc__": doc, "_eager": staticmethod(eager),
                                    "forward": staticmethod(fwd), "backward": staticmethod(bwd),
                                    "jvp": _rules.self_adjoint,
                                    "__module__": __name__})
@@ -359,43 +433,43 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
 
 
 # Each backward is one fused kernel of kernels/ (a differentiable Function: see ops/fused.py).
-Exp = _unary("Exp", lambda xp, a: xp.exp(a), lambda g, x, y: kernel_call(fused.ExpBackward, g, y),
+Exp = _unary("Exp", lambda xp, a: xp.exp(a), (fused.ExpBackward, "y"),
              ("y",), doc="e**x")
-Log = _unary("Log", lambda xp, a: xp.log(a), lambda g, x, y: kernel_call(fused.LogBackward, g, x),
+Log = _unary("Log", lambda xp, a: xp.log(a), (fused.LogBackward, "x"),
              doc="natural log")
 Log2 = _unary("Log2", lambda xp, a: xp.log2(a),
-              lambda g, x, y: kernel_call(fused.Log2Backward, g, x))
+              (fused.Log2Backward, "x"))
 Log10 = _unary("Log10", lambda xp, a: xp.log10(a),
-               lambda g, x, y: kernel_call(fused.Log10Backward, g, x))
+               (fused.Log10Backward, "x"))
 Log1p = _unary("Log1P", lambda xp, a: xp.log1p(a),
-               lambda g, x, y: kernel_call(fused.Log1pBackward, g, x), doc="log(1+x)")
+               (fused.Log1pBackward, "x"), doc="log(1+x)")
 Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a),
-               lambda g, x, y: kernel_call(fused.Expm1Backward, g, y), ("y",), doc="e**x - 1")
+               (fused.Expm1Backward, "y"), ("y",), doc="e**x - 1")
 Sqrt = _unary("Sqrt", lambda xp, a: xp.sqrt(a),
-              lambda g, x, y: kernel_call(fused.SqrtBackward, g, y),
+              (fused.SqrtBackward, "y"),
               ("y",))
 Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a),
-               lambda g, x, y: kernel_call(fused.RsqrtBackward, g, y), ("y",), doc="1/sqrt(x)")
-Abs = _unary("Abs", lambda xp, a: xp.abs(a), lambda g, x, y: kernel_call(fused.AbsBackward, g, x),
+               (fused.RsqrtBackward, "y"), ("y",), doc="1/sqrt(x)")
+Abs = _unary("Abs", lambda xp, a: xp.abs(a), (fused.AbsBackward, "x"),
              keep_int=True)
 Sign = _unary("Sign", lambda xp, a: xp.sign(a), lambda g, x, y: g * 0, (), keep_int=True)
-Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda g, x, y: kernel_call(fused.SinBackward, g, x))
-Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda g, x, y: kernel_call(fused.CosBackward, g, x))
-Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda g, x, y: kernel_call(fused.TanBackward, g, y),
+Sin = _unary("Sin", lambda xp, a: xp.sin(a), (fused.SinBackward, "x"))
+Cos = _unary("Cos", lambda xp, a: xp.cos(a), (fused.CosBackward, "x"))
+Tan = _unary("Tan", lambda xp, a: xp.tan(a), (fused.TanBackward, "y"),
              ("y",))
 Tanh = _unary("Tanh", lambda xp, a: xp.tanh(a),
-              lambda g, x, y: kernel_call(fused.TanhBackward, g, y),
+              (fused.TanhBackward, "y"),
               ("y",))
 Sigmoid = _unary("Sigmoid", lambda xp, a: _sigmoid_array(a),
-                 lambda g, x, y: kernel_call(fused.SigmoidBackward, g, y), ("y",))
+                 (fused.SigmoidBackward, "y"), ("y",))
 Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a,
-                    lambda g, x, y: kernel_call(fused.ReciprocalBackward, g, y), ("y",))
+                    (fused.ReciprocalBackward, "y"), ("y",))
 Erf = _unary("Erf", lambda xp, a: _erf_array(a),
-             lambda g, x, y: kernel_call(fused.ErfBackward, g, x))
+             (fused.ErfBackward, "x"))
 Relu = _unary("Relu", lambda xp, a: xp.maximum(a, 0),
-              lambda g, x, y: kernel_call(fused.ReluBackward, g, y), ("y",), keep_int=True)
+              (fused.ReluBackward, "y"), ("y",), keep_int=True)
 Silu = _unary("Silu", lambda xp, a: _K.silu(a),
-              lambda g, x, y: kernel_call(fused.SiluBackward, g, x))
+              (fused.SiluBackward, "x"))
 
 
 def _float_op(cls, x):
