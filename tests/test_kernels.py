@@ -1169,8 +1169,10 @@ def test_each_case_is_one_node():
                 f"{name} is made of several nodes: {node.name()} <- {nxt.name()}"
 
 
+# sigmoid is one kernel on CuPy only (test below): on NumPy a few in-place ufunc passes are
+# cheaper than the kernel's twin (ops/elementwise.py, _sigmoid_array)
 FORWARD = {
-    "sigmoid": (gpugrad.sigmoid, [X]), "silu": (F.silu, [X]), "gelu": (F.gelu, [X]),
+    "silu": (F.silu, [X]), "gelu": (F.gelu, [X]),
     "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), [X]),
     "elu": (F.elu, [X]), "leaky_relu": (F.leaky_relu, [X]),
     "softplus": (lambda x: F.softplus(x, beta=0.5), [X]),
@@ -1178,6 +1180,17 @@ FORWARD = {
     "lerp": (gpugrad.lerp, [X, Y, W]), "lerp_scalar": (lambda x, y: gpugrad.lerp(x, y, .7), [X, Y]),
     "clamp_tensors": (lambda x, lo, hi: x.clamp(lo, hi), [X, W, Y]),
 }
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [16, 1 << 16])
+def test_sigmoid_forward_is_one_kernel_on_cuda(n, monkeypatch):
+    x = gpugrad.tensor(np.linspace(-9, 9, n, dtype=np.float32), device="cuda")
+    launches = _Launches(monkeypatch)
+    out = gpugrad.sigmoid(x)
+    ran = launches.kernels + launches.nested
+    assert [k[0] for k in ran] == ["sigmoid"]
+    assert ran[0][2][0] is out._data
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "recording"])

@@ -286,6 +286,15 @@ class Function(metaclass=_FunctionMeta):
         # arguments, no per-call work for features not in use. Keep it flat.
         if _fw_enabled:  # a dual level is active: forward_ad may have tangents to push
             return _dual_apply(cls, args, kwargs)
+        if cls._eager is not None and not _state.enabled and not kwargs:
+            # Grad mode off: nothing can record. A built-in op's array-level shortcut for
+            # its common case (no ctx, no grad-mode switch); None hands the call on.
+            try:
+                out = cls._eager(*args)
+            except _cuda_error_types() as e:
+                raise _cuda_error(e, cls) from e
+            if out is not None:
+                return out
         if kwargs:  # as in torch: arguments given by name take their forward() position
             args, kwargs = _bind_kwargs(cls, args, kwargs)
         Tensor = _Tensor
@@ -307,9 +316,8 @@ class Function(metaclass=_FunctionMeta):
             i += 1
         if not host and len(positions) > 1:
             _check_same_device(cls, args, positions)
-        if not record and cls._eager is not None and not kwargs:
-            # Nothing to record: a built-in op's array-level shortcut for its common case
-            # (no ctx, no grad-mode switch); None hands the call to forward.
+        if not record and enabled and cls._eager is not None and not kwargs:
+            # Grad mode on, but no input requires grad: the same shortcut.
             try:
                 out = cls._eager(*args)
             except _cuda_error_types() as e:

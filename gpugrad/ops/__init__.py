@@ -202,9 +202,21 @@ def _rmatmul_op(self, other):
     return matmul(other, self) if isinstance(other, Tensor) else NotImplemented
 
 
+def _unary_method(cls, fn):
+    """``x.<op>()`` for a unary op: its Function's apply, looked up at each call (a patched
+    ``apply`` must see methods too)."""
+    def method(self):
+        return cls.apply(self)
+    method.__name__ = fn.__name__
+    method.__doc__ = fn.__doc__
+    return method
+
+
 def _install() -> None:
+    unary = elementwise.UNARY_METHOD_CLASSES
     for name, fn in _METHODS.items():
-        setattr(Tensor, name, fn)
+        cls = unary.get(fn)
+        setattr(Tensor, name, fn if cls is None else _unary_method(cls, fn))
     for name, fn in _INPLACE.items():
         setattr(Tensor, name, _inplace_method(fn, name))
     for name, (fn, reflected) in _OPERATORS.items():
