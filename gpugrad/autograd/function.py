@@ -241,6 +241,10 @@ class Function(metaclass=_FunctionMeta):
     #: handle the call (its checks, promotion and errors). It must return exactly what
     #: ``forward`` would.
     _eager = None
+    #: Built-in unary ops may set this to ``staticmethod(fn)``: ``fn(x)`` runs forward and
+    #: records the node (with ``_record_one``) when ``x`` requires grad and grad mode is on,
+    #: or returns None to take the general path.
+    _record_unary = None
 
     def __init__(self, *args, **kwargs) -> None:
         if type(self).forward is not Function.forward and not isinstance(
@@ -322,6 +326,12 @@ class Function(metaclass=_FunctionMeta):
                 out = cls._eager(*args)
             except _cuda_error_types() as e:
                 raise _cuda_error(e, cls) from e
+            if out is not None:
+                return out
+        if record and i == 1 and cls._record_unary is not None and not kwargs \
+                and _record is _plain_record:
+            # A built-in unary op: forward and recording in one routine (_record_one)
+            out = cls._record_unary(args[0])
             if out is not None:
                 return out
         ctx = _new(cls._backward_cls)  # its sequence number is given when it is recorded
@@ -518,6 +528,32 @@ def _record(ctx, args, positions, outputs):
     return result[0] if single else tuple(result)
 
 
+def _record_one(cls, x, out, saved_x: bool, saved_y: bool):
+    """``_record`` for the commonest node: a built-in op of one tensor argument ``x`` (which
+    requires grad, grad mode on) and one fresh floating output ``out``, saving ``x`` and/or
+    ``out``; the same node as the general path, built in a few steps."""
+    ctx = _new(cls._backward_cls)
+    ctx._seq = next(_sequence)
+    ctx.needs_input_grad = _ONE_GRAD
+    ctx._arg_positions = _POSITION_0
+    ctx._n_args = 1
+    fn = x.grad_fn
+    ctx.next_functions = ((fn, x._output_nr),) if fn is not None else \
+        ((x._grad_accumulator(), 0),)
+    a = x._data
+    device = None if a.__class__ is _ndarray else _device_of(a)
+    ctx._input_meta = ((a.shape, a.dtype, device),)
+    d = out._data
+    ctx._output_meta = ((d.shape, d.dtype, device),)
+    out.grad_fn = ctx
+    out._requires_grad = True
+    ctx._saved = [_Saved(x, None) if saved_x else None, _Saved(out, 0) if saved_y else None]
+    return out
+
+
+_POSITION_0 = (0,)
+
+
 def _save(ctx, outs, result) -> None:
     """Turn what ``save_for_backward`` got into ``_Saved`` entries (outputs without their
     grad_fn, see ``_Saved``)."""
@@ -546,6 +582,7 @@ def _save(ctx, outs, result) -> None:
 
 
 _NO_EDGE = (None, 0)
+_plain_record = _record  # anomaly mode swaps _record for a wrapper: fast paths then step aside
 
 
 def once_differentiable(fn):

@@ -16,6 +16,7 @@ from .._tensor import Tensor
 from .._kernels import erf as _erf_numpy
 from .._kernels import kernels as _K
 from ..autograd.function import Function
+from ..autograd.function import _record_one, _Saved
 from ..autograd import _jvp_rules as _rules
 from ..autograd import grad_mode as _grad_mode
 from . import fused
@@ -418,7 +419,7 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
             saved = ctx._saved
             if saved is not None and not ctx._in_jvp:
                 e = saved[direct[1]]
-                if e is not None and e.version_counter.value == e.version:
+                if e.__class__ is _Saved and e.version_counter.value == e.version:
                     a = e.data if e.tensor is None else e.tensor._data
                     ga = g._data
                     if (ga.__class__ is _ndarray and a.__class__ is _ndarray
@@ -435,7 +436,17 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
             return make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
         return None
 
+    def record(x):  # x requires grad (see Function._record_unary)
+        a = x._data
+        if a.dtype.kind != "f":
+            return None
+        y = make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
+        if y._data.dtype.kind != "f":
+            return None
+        return _record_one(cls, x, y, save_x, save_y)
+
     cls = type(name, (Function,), {"_builtin": True, "__doc__": doc, "_eager": staticmethod(eager),
+                                   "_record_unary": staticmethod(record),
                                    "forward": staticmethod(fwd), "backward": staticmethod(bwd),
                                    "jvp": _rules.self_adjoint,
                                    "__module__": __name__})
