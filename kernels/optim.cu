@@ -11,7 +11,9 @@
 //
 // Hyper-parameters arrive as scalars of the parameter's dtype; numbers that torch computes in
 // Python (bias corrections, 1 - beta, the decoupled decay factor) are computed on the host in
-// double, as torch does, and passed ready. Flags are scalars that are 0 or 1: `?:` on a scalar
+// double, as torch does, and passed ready. The `_capturable_` kernels are the exception: with
+// capturable=True the step count lives in device memory (so that a CUDA graph replay reads the
+// current count, not a constant of the capture) and they compute the bias corrections. Flags are scalars that are 0 or 1: `?:` on a scalar
 // picks one branch for the whole launch.
 //
 // g: the gradient, p: the parameter. maximize != 0 ascends (the gradient is negated first).
@@ -66,6 +68,46 @@ d = weight_decay != 0 ? d + weight_decay * q : d;
 T m_new = w1 < T(0.5) ? m + w1 * (d - m) : d - (d - m) * (T(1) - w1);
 T v_new = v * beta2 + w2 * (d * d);
 T vmax_new = fmax(vmax, v_new);
+T denom = sqrt(vmax_new) / bc2_sqrt + eps;
+T p_new = q - step_size * (m_new / denom);
+m_out = m_new;
+v_out = v_new;
+vmax_out = vmax_new;
+p_out = p_new;
+
+// kernel: adam_capturable_step
+// in: p, g, m, v, step, scalar lr, scalar w1, scalar beta2, scalar w2, scalar eps, scalar weight_decay, scalar decay, scalar log_beta1, scalar log_beta2, scalar maximize
+// out: p_out, m_out, v_out
+// adam_step for capturable=True: step is the step count t (a 0-d array in device memory,
+// already incremented, broadcast) and the bias corrections are computed here, 1 - beta**t as
+// -expm1(t * log(beta)), log(beta) computed on the host in double: a few ulps of T even where
+// beta**t is close to 1 (1 - beta2**t at the first steps), where T(1) - pow(beta, t) would
+// lose most of its digits in float32. beta = 0 passes log_beta = -inf (bias correction 1).
+T d = maximize != 0 ? -g : g;
+T q = decay != 1 ? p * decay : p;
+d = weight_decay != 0 ? d + weight_decay * q : d;
+T m_new = w1 < T(0.5) ? m + w1 * (d - m) : d - (d - m) * (T(1) - w1);
+T v_new = v * beta2 + w2 * (d * d);
+T step_size = lr / -expm1(step * log_beta1);
+T bc2_sqrt = sqrt(-expm1(step * log_beta2));
+T denom = sqrt(v_new) / bc2_sqrt + eps;
+T p_new = q - step_size * (m_new / denom);
+m_out = m_new;
+v_out = v_new;
+p_out = p_new;
+
+// kernel: adam_amsgrad_capturable_step
+// in: p, g, m, v, vmax, step, scalar lr, scalar w1, scalar beta2, scalar w2, scalar eps, scalar weight_decay, scalar decay, scalar log_beta1, scalar log_beta2, scalar maximize
+// out: p_out, m_out, v_out, vmax_out
+// adam_amsgrad_step for capturable=True (see adam_capturable_step).
+T d = maximize != 0 ? -g : g;
+T q = decay != 1 ? p * decay : p;
+d = weight_decay != 0 ? d + weight_decay * q : d;
+T m_new = w1 < T(0.5) ? m + w1 * (d - m) : d - (d - m) * (T(1) - w1);
+T v_new = v * beta2 + w2 * (d * d);
+T vmax_new = fmax(vmax, v_new);
+T step_size = lr / -expm1(step * log_beta1);
+T bc2_sqrt = sqrt(-expm1(step * log_beta2));
 T denom = sqrt(vmax_new) / bc2_sqrt + eps;
 T p_new = q - step_size * (m_new / denom);
 m_out = m_new;

@@ -4,6 +4,12 @@ A subclass lists its hyper-parameters in ``defaults`` and implements ``_update(g
 (one parameter: one fused kernel of ``kernels/optim.cu``, through ``_fused.launch``). The
 base class runs the closure, walks the groups and the parameters that have a gradient, and
 bumps the versions of everything a kernel wrote, as torch's in-place updates do.
+
+CUDA graphs (``gpugrad.compile``, ``gpugrad.cuda.graph``): a step count kept on the host is a
+constant of a capture, so an optimizer whose update depends on it must keep it on the device
+(``capturable=True``, torch's argument; Adam, AdamW, RMSprop). ``step`` raises at capture, as
+torch does, when a group that has a ``capturable`` setting has it False
+(``_check_capture``).
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from itertools import chain
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, _capture
 from .._tensor import Tensor
 from ..autograd import grad_mode
 
@@ -52,9 +58,28 @@ class _RemovableHandle:
         self.remove()
 
 
-def _step_tensor(value=0.0) -> Tensor:
-    """A step counter as torch keeps it: a float32 0-d tensor on the CPU."""
-    return Tensor._make(np.array(float(value), dtype=np.float32))
+def _step_tensor(value=0.0, device=None) -> Tensor:
+    """A step counter as torch keeps it: a float32 0-d tensor, on the CPU, or on ``device``
+    (a capturable optimizer's, on its parameter's device)."""
+    a = np.array(float(value), dtype=np.float32)
+    if device is not None and device.type != "cpu":
+        a = _backend.to_device(a, device)
+    return Tensor._make(a)
+
+
+def _device_step(step: Tensor, device) -> Tensor:
+    """A capturable step count on ``device``: ``step`` itself when it is there already, else
+    a float32 copy of it there (never a host read of a device count)."""
+    a = step._data
+    if a.dtype == np.float32 and step.device == device:
+        return step
+    if _capture.cuda_capturing:  # the copy would be recorded, and redone by every replay
+        raise RuntimeError(
+            f"a capturable optimizer's step count is on {step.device}, its parameter on "
+            f"{device}, while a CUDA graph is being captured: moving it now would reset it "
+            f"on every replay. Run one step (or load_state_dict) outside the capture first, "
+            f"so that the count is on the parameter's device before capturing.")
+    return Tensor._make(_backend.to_device(a, device, copy=True).astype(np.float32, copy=False))
 
 
 class Optimizer:
@@ -156,6 +181,8 @@ class Optimizer:
                 if out is not None:
                     args, kwargs = out
             closure = kwargs.get("closure", args[0] if args else None)
+        if _capture.cuda_capturing:
+            self._check_capture()
         loss = None
         if closure is not None:
             with grad_mode.enable_grad():
@@ -199,6 +226,21 @@ class Optimizer:
             for t in written:
                 t._version.value += 1
 
+    def _check_capture(self) -> None:
+        """Called by ``step`` while a CUDA graph is being captured: raise if a replay of the
+        step would not redo it exactly. Here: a group with ``capturable`` False (torch's
+        check), whose step count lives on the host and so would stay at its capture value."""
+        for group in self.param_groups:
+            if not group.get("capturable", True):
+                name = type(self).__name__
+                raise RuntimeError(
+                    f"Attempting CUDA graph capture of step() for an instance of {name} but "
+                    f"param_groups' capturable is False: its step count lives on the host, so "
+                    f"every replay of the graph would reuse the capture's count (and the bias "
+                    f"corrections computed from it). Construct it with capturable=True "
+                    f"({name}(params, ..., capturable=True)), which keeps the count on the "
+                    f"device, or run the step outside the captured function.")
+
     def _update(self, group: dict, p: Tensor, g) -> tuple:
         """Update parameter ``p`` from its gradient array ``g`` with one fused kernel; return
         the state tensors it wrote."""
@@ -233,7 +275,11 @@ class Optimizer:
         """Load a state from ``state_dict()`` (of this optimizer class, for the same
         parameters): hyper-parameters and per-parameter state, the latter copied onto each
         parameter's device and (floating point) dtype. A torch optimizer's ``state_dict()``
-        with its tensors converted to gpugrad tensors loads too."""
+        with its tensors converted to gpugrad tensors loads too.
+
+        Unlike torch, a group keeps its own ``capturable`` setting (torch takes the saved
+        one): the step counts of a capturable optimizer are put on the parameters' devices
+        whatever state they come from, those of a non-capturable one on the CPU."""
         if not isinstance(state_dict, dict) or "state" not in state_dict or \
                 "param_groups" not in state_dict:
             raise ValueError(f"{type(self).__name__}.load_state_dict: expected a dict with keys "
@@ -250,29 +296,45 @@ class Optimizer:
                                  f"{len(g['params'])} in the optimizer")
         id_map = dict(zip(chain.from_iterable(s["params"] for s in saved_groups),
                           chain.from_iterable(g["params"] for g in groups)))
+        new_groups = []
+        capturable = {}  # id(param) -> its group's capturable setting
+        for g, s in zip(groups, saved_groups):
+            new = {k: deepcopy(v) for k, v in s.items() if k != "params"}
+            if isinstance(new.get("betas"), list):  # JSON-like round trips turn tuples to lists
+                new["betas"] = tuple(new["betas"])
+            # Where this optimizer is capturable (or not), it stays so: capturable says how
+            # it runs (a CUDA graph, or not), not where training stands. (torch takes the
+            # saved flag, so a capturable optimizer resuming from a non-capturable run's
+            # checkpoint would fail its next capture.)
+            if "capturable" in g:
+                new["capturable"] = g["capturable"]
+            new["params"] = g["params"]
+            new_groups.append(new)
+            for p in g["params"]:
+                capturable[id(p)] = bool(new.get("capturable", False))
         state: defaultdict = defaultdict(dict)
         for k, v in state_dict["state"].items():
             key = int(k) if isinstance(k, str) and k.isdigit() else k
             if key in id_map:
                 p = id_map[key]
-                state[p] = {name: self._cast_state(p, name, value)
+                state[p] = {name: self._cast_state(p, name, value, capturable[id(p)])
                             for name, value in v.items()}
             else:
                 state[k] = deepcopy(v)
-        new_groups = []
-        for g, s in zip(groups, saved_groups):
-            new = {k: deepcopy(v) for k, v in s.items() if k != "params"}
-            if isinstance(new.get("betas"), list):  # JSON-like round trips turn tuples to lists
-                new["betas"] = tuple(new["betas"])
-            new["params"] = g["params"]
-            new_groups.append(new)
         self.state = state
         self.param_groups = new_groups
 
-    def _cast_state(self, p: Tensor, name: str, value):
+    def _cast_state(self, p: Tensor, name: str, value, capturable: bool = False):
         """A state value for parameter ``p``: a copy of a tensor on ``p``'s device (floating
-        point ones in ``p``'s dtype); ``step`` stays a float32 CPU tensor, as in torch."""
+        point ones in ``p``'s dtype); ``step`` stays a float32 CPU tensor, as in torch, or,
+        for a ``capturable`` group, a float32 tensor on ``p``'s device (a copy; from a
+        tensor on another device, without a host read of a device count)."""
         if name == "step":
+            if capturable and isinstance(value, Tensor):
+                a = _backend.to_device(value._data, p.device, copy=True)
+                return Tensor._make(a.astype(np.float32, copy=False))
+            if capturable:
+                return _step_tensor(float(value), p.device)
             return _step_tensor(float(value) if not isinstance(value, Tensor) else value.item())
         if isinstance(value, Tensor):
             if value.shape != p.shape:

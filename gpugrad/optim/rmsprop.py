@@ -1,9 +1,10 @@
 """``RMSprop`` (with momentum, centering, weight decay and maximize), as
-``torch.optim.RMSprop``; one fused kernel per parameter."""
+``torch.optim.RMSprop``; one fused kernel per parameter. ``capturable=True`` keeps the step
+count on the parameter's device (the update does not use it; it is state, as in torch)."""
 from __future__ import annotations
 
 from . import _fused
-from .optimizer import Optimizer, _step_tensor, check_float
+from .optimizer import Optimizer, _device_step, _step_tensor, check_float
 
 __all__ = ["RMSprop"]
 
@@ -12,7 +13,12 @@ class RMSprop(Optimizer):
     """RMSprop, as ``torch.optim.RMSprop``: ``sq = alpha * sq + (1 - alpha) * g**2``;
     ``p -= lr * g / (sqrt(sq) + eps)``. ``centered`` divides by the estimated standard
     deviation ``sqrt(sq - mean(g)**2)`` instead; ``momentum`` keeps a buffer
-    ``b = momentum * b + g / avg`` and steps by ``lr * b``."""
+    ``b = momentum * b + g / avg`` and steps by ``lr * b``.
+
+    ``capturable`` (torch's argument, default False): True keeps the step count a float32
+    0-d tensor on the parameter's device, incremented there, so that it keeps counting under
+    CUDA graph replays; with False it is a CPU tensor, and ``step`` raises when captured into
+    a CUDA graph (as torch's), since replays would not count."""
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0, momentum: float = 0, centered: bool = False,
@@ -33,15 +39,18 @@ class RMSprop(Optimizer):
     def _update(self, group, p, g):
         state = self.state[p]
         momentum, centered = group["momentum"], group["centered"]
+        capturable = group["capturable"]
         if not state:
-            state["step"] = _step_tensor()
+            state["step"] = _step_tensor(device=p.device if capturable else None)
             state["square_avg"] = self._zeros_like(p)
             if momentum > 0:
                 state["momentum_buffer"] = self._zeros_like(p)
             if centered:
                 state["grad_avg"] = self._zeros_like(p)
         step_t = state["step"]
-        step_t._data += 1
+        if capturable and step_t._data.__class__ is not p._data.__class__:
+            step_t = state["step"] = _device_step(step_t, p.device)
+        step_t._data += 1  # capturable: on the device (one tiny launch)
         alpha = group["alpha"]
         scalars = (group["lr"], alpha, 1 - alpha, group["eps"], group["weight_decay"],
                    float(group["maximize"]))
