@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report
+from . import compare, report
 from .workloads import WORKLOADS, Result, annotate, plan
 
 
@@ -20,7 +20,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="gpugrad beside PyTorch: W1 MLP training step (small/medium/large), W2 "
                     "elementwise chain vs copy bandwidth, W3 host overhead per op, W4 peak "
-                    "memory of the medium step.")
+                    "memory of the medium step, K gpugrad's kernels vs copy bandwidth (CUDA); "
+                    "eager, captured (gpugrad.compile, torch.cuda.graph) and torch.compile.")
     p.add_argument("--device", default=None,
                    help="cpu, cuda or cuda:N (default: gpugrad's default device)")
     p.add_argument("--quick", action="store_true",
@@ -28,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true",
                    help="toy sizes and 2 repeats: checks the machinery in seconds (tests)")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help="comma-separated subset of W1,W2,W3,W4 (default: all)")
+                   help="comma-separated subset of W1,W2,W3,W4,K (default: all)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed calls per case and library (default: as many as fit the "
                         "time budget, within bounds)")
@@ -37,6 +38,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true", help="gpugrad only (ratios n/a)")
     p.add_argument("--no-floor", action="store_true",
                    help="without the hand-written array-module W1 step (the floor column)")
+    p.add_argument("--torch-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the torch.compile peer (default: on CUDA yes, on a CPU no: it "
+                        "needs a C++ compiler and compiles for minutes); --no-torch-compile "
+                        "skips it everywhere")
+    p.add_argument("--tf32", action="store_true",
+                   help="CUDA: TF32 matmuls in both libraries (torch's allow_tf32; CuPy reads "
+                        "CUPY_TF32=1 when imported, so start as CUPY_TF32=1 python -m "
+                        "benchmarks --tf32); default full fp32")
+    p.add_argument("--eager-only", action="store_true",
+                   help="without the captured/compiled peers (gpugrad.compile, "
+                        "torch.cuda.graph, torch.compile)")
+    p.add_argument("--compare", action="store_true",
+                   help="also print the comparison: gpugrad (eager, compiled) over each "
+                        "PyTorch peer per row, with issue 7's targets (always in the JSON)")
+    p.add_argument("--compare-from", type=Path, default=None, metavar="JSON",
+                   help="print the comparison of a stored results JSON and exit (no run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
@@ -82,7 +99,7 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def environment(device: str, peers) -> dict:
+def environment(device: str, peers, tf32: bool = False) -> dict:
     import numpy as np
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for p in peers:
@@ -91,7 +108,8 @@ def environment(device: str, peers) -> dict:
     env = {"device": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
            "platform": platform.platform(), "versions": versions, "git": _git(),
            "torch_threads": torch.get_num_threads() if torch is not None else None,
-           "precision": "float32; matmuls full fp32 (no TF32)"}
+           "precision": "float32; matmuls TF32 (torch allow_tf32, CUPY_TF32=1)" if tf32
+           else "float32; matmuls full fp32 (no TF32)", "tf32": tf32}
     if device.startswith("cuda"):
         try:
             import cupy
@@ -144,7 +162,14 @@ def run(args: argparse.Namespace) -> dict:
     if device.startswith("cuda") and not gpugrad.cuda.is_available():
         raise SystemExit(f"--device {device}: gpugrad sees no CUDA device (is CuPy installed? "
                          f"pip install -e \".[cuda13]\")")
-    peers = discover(device, with_torch=not args.no_torch, with_floor=not args.no_floor)
+    if args.tf32 and not device.startswith("cuda"):
+        raise SystemExit("--tf32: TF32 is a CUDA matmul mode; run it with --device cuda")
+    if args.tf32 and os.environ.get("CUPY_TF32", "0") == "0":
+        raise SystemExit("--tf32: CuPy takes TF32 from the environment when it is imported: "
+                         "start as CUPY_TF32=1 python -m benchmarks --tf32")
+    peers = discover(device, with_torch=not args.no_torch, with_floor=not args.no_floor,
+                     torch_compile=args.torch_compile, eager_only=args.eager_only,
+                     tf32=args.tf32)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     cases, notes = plan(args.workloads, mode, device.startswith("cuda"), args.repeats)
 
@@ -157,17 +182,18 @@ def run(args: argparse.Namespace) -> dict:
             results = {}
             for peer in peers:
                 bar.doing(f"{case.id} {peer.label}")
-                if not peer.available:
+                skip = case.skip_reason(peer)
+                if skip is not None:
+                    res = Result(reason=skip, skipped=True)
+                elif not peer.available:
                     res = Result(reason=peer.reason)
-                elif peer.workloads is not None and case.workload not in peer.workloads:
-                    res = Result(reason=f"runs {', '.join(sorted(peer.workloads))} only")
                 else:
                     try:
                         res = case.run(peer)
                     except Unavailable as e:
                         res = Result(reason=str(e))
                     except Exception as e:  # noqa: BLE001 - one failure must not end the run
-                        res = Result(reason=f"error: {type(e).__name__}: {e}")
+                        res = Result(reason=f"error: {type(e).__name__}: {_first_line(e)}")
                     finally:
                         peer.release()
                 results[peer.key] = res.to_dict()
@@ -178,20 +204,39 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         bar.close()
     annotate(rows)
-    env = environment(device, peers)
+    env = environment(device, peers, tf32=args.tf32)
     env["load_average"] = {"start": load_start, "end": _loadavg()}
     now = dt.datetime.now(dt.timezone.utc)
-    return {"schema": 1, "created": now.isoformat(timespec="seconds"), "mode": mode,
-            "command": " ".join(["python -m benchmarks"] + list(args.argv)),
-            "duration_s": round(time.perf_counter() - started, 1),
-            "environment": env,
-            "peers": [p.describe() for p in peers], "notes": notes, "rows": rows}
+    record = {"schema": 1, "created": now.isoformat(timespec="seconds"), "mode": mode,
+              "command": " ".join(["python -m benchmarks"] + list(args.argv)),
+              "duration_s": round(time.perf_counter() - started, 1),
+              "environment": env,
+              "peers": [p.describe() for p in peers], "notes": notes, "rows": rows}
+    record["compare"] = compare.compare(record)
+    return record
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message, short enough for a table's footnote (compilers' errors run
+    to pages)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     args.argv = argv
+    if args.compare_from is not None:
+        import json
+        try:
+            stored = json.loads(args.compare_from.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--compare-from {args.compare_from}: cannot read a results JSON "
+                             f"({e}); pass a file written by python -m benchmarks") from None
+        print(compare.markdown(compare.compare(stored)))
+        return 0
     record = run(args)
 
     out_dir = args.out or report.default_out_dir()
@@ -215,6 +260,13 @@ def main(argv=None) -> int:
     print()
     for n in report.footnotes(record):
         print(n)
+    kernels = report.kernel_table(record)
+    if kernels:
+        print()
+        print(kernels)
+    if args.compare:
+        print()
+        print(compare.markdown(record["compare"]))
     print(f"\nJSON: {json_path} (and latest.json)")
     print(f"PNG:  {png_path} (and latest.png)" if png_path else
           "PNG:  none (matplotlib is not installed: pip install -e \".[bench]\")")

@@ -5,9 +5,12 @@ operators and methods); a Peer supplies the module, the device, a clock and a pe
 probe. PyTorch is optional: when it does not import (or lacks the device) its Peer is kept,
 unavailable, with the reason, and every ratio reads "n/a".
 
-To grow the comparison (issue 7: gpugrad captured in a CUDA graph, ``torch.cuda.graph``,
-``torch.compile``, a hand-written NumPy floor), add a Peer whose ``wrap`` turns an eager step
-into its variant, and list it in ``discover``; results are keyed by ``Peer.key``.
+The peers (column order): gpugrad eager, PyTorch eager, ``gpugrad.compile`` of the step,
+``torch.cuda.graph`` capture of the step (CUDA only), ``torch.compile`` (CUDA by default, CPU
+with ``--torch-compile``), and the hand-written floor (W1). A variant peer keeps its library's
+module and turns the eager step into its variant in ``wrap`` (or ``wrap_grad``, for a step
+that torch.compile takes in functional form); ``workloads`` says what it runs. Results are
+keyed by ``Peer.key``.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ class Unavailable(Exception):
 class Peer:
     key = "?"
     label = "?"
-    #: the workloads this peer runs (None: all of them)
+    #: the workloads ("W1") or cases ("W2.chain") this peer runs (None: all of them)
     workloads: frozenset | None = None
 
     def __init__(self, mod, device: str, reason: str | None = None) -> None:
@@ -48,9 +51,14 @@ class Peer:
     def version(self) -> str | None:
         return getattr(self.mod, "__version__", None) if self.mod is not None else None
 
+    def runs(self, workload: str, case_id: str) -> bool:
+        """Whether this peer runs the case (by its workload or its own id)."""
+        return self.workloads is None or workload in self.workloads or case_id in self.workloads
+
     def describe(self) -> dict:
         return {"key": self.key, "label": self.label, "version": self.version,
                 "device": self.device, "available": self.available, "reason": self.reason,
+                "runs": None if self.workloads is None else sorted(self.workloads),
                 "clock": self.clock.name if self.available else None}
 
     # -- tensors --------------------------------------------------------------------
@@ -61,6 +69,15 @@ class Peer:
     def wrap(self, step: Callable[[], object]) -> Callable[[], object]:
         """The callable the clock times (eager peers: the step itself)."""
         return step
+
+    def wrap_grad(self, step: Callable[[], object], loss_fn: Callable, params: list,
+                  args: tuple = (), lr: float | None = None) -> Callable[[], object]:
+        """A gradient step in the form this peer runs best. ``step`` is the eager step:
+        ``loss_fn(params, *args)``, ``backward()``, then with ``lr`` an SGD update under
+        ``no_grad`` and ``p.grad = None``, without ``lr`` the gradients left in ``p.grad``;
+        it returns the loss. Eager and captured peers wrap
+        ``step`` itself; torch.compile takes the functional form (``TorchCompilePeer``)."""
+        return self.wrap(step)
 
     # -- device ---------------------------------------------------------------------
     def sync(self) -> None:
@@ -209,6 +226,122 @@ class TorchPeer(Peer):
             "allocated_before_step": live_bytes, "step_extra": peak}
 
 
+class GpugradCompilePeer(GpugradPeer):
+    """``gpugrad.compile(step)``: after its warm-up calls (2), the whole step (forward,
+    backward, SGD update) is captured into one CUDA graph and replayed, its elementwise
+    chains fused (the default). Parameters are used by identity (the step closes over them),
+    the returned loss is a static output (read before the next call). On a CPU it runs the
+    step eagerly every call through the same bookkeeping (cache, static outputs, capture
+    flag, fusion)."""
+    key, label = "gpugrad_compile", "gpugrad.compile"
+    workloads = frozenset({"W1", "W2.chain"})
+
+    def __init__(self, mod, device: str, reason: str | None = None) -> None:
+        super().__init__(mod, device, reason)
+        self._compiled = None
+
+    def wrap(self, step):
+        self._compiled = self.mod.compile(step)
+        return self._compiled
+
+    def release(self) -> None:
+        if self._compiled is not None:  # free the graph and its memory before the next case
+            self._compiled.reset()
+            self._compiled = None
+        super().release()
+
+
+class TorchGraphPeer(TorchPeer):
+    """The step captured with ``torch.cuda.graph``, after torch's whole-network recipe
+    (CUDA semantics, "Whole-network capture"): warm-up iterations on a side stream, then one
+    capture of the whole step (forward, ``backward()``, the SGD update under ``no_grad``),
+    then ``replay()``. Gradients are None before the capture (W1 sets them to None after each
+    update; W2's step sets ``x.grad = None`` first), so ``backward()`` allocates them from
+    the graph's private pool and every replay writes the same buffers. Inputs are static
+    already (the same tensors every call). As with ``gpugrad.compile``, each warm-up is one
+    call (so the losses of the first calls follow the eager ones), the capture happens on the
+    call after them and replays at once, and the loss returned is the graph's static
+    output. CUDA only."""
+    key, label = "torch_graph", "torch.cuda.graph"
+    workloads = frozenset({"W1", "W2.chain"})
+    #: torch's recipe warms up for 3 iterations before capturing
+    warmup = 3
+
+    def wrap(self, step):
+        torch = self.mod
+        side = torch.cuda.Stream()
+        state = {"calls": 0, "graph": None, "out": None}
+
+        def call():
+            if state["graph"] is not None:
+                state["graph"].replay()
+                return state["out"]
+            if state["calls"] < self.warmup:
+                state["calls"] += 1
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    out = step()
+                torch.cuda.current_stream().wait_stream(side)
+                return out
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = step()
+            state["graph"], state["out"] = graph, out
+            graph.replay()  # a capture records the step; run it for this call
+            return out
+        return call
+
+
+class TorchCompilePeer(TorchPeer):
+    """``torch.compile`` in its functional form: ``torch.compile(torch.func.grad_and_value(
+    loss_fn))`` (W2, the form the issue names), and for W1 the same with the SGD update inside
+    the compiled function (``p.sub_(lr * g)`` under ``no_grad``, on detached views of the
+    parameters, so the model's tensors are updated). Default mode (no CUDA graphs:
+    ``torch.cuda.graph`` is its own column). The first call compiles (``first_call_s``).
+
+    Why not ``torch.compile(step)`` of the eager W1 step: dynamo breaks the graph at
+    ``backward()`` and at the ``.grad`` updates, and with torch 2.13 on a CPU that compiled
+    step's losses leave the eager ones from its third call on (measured); the functional
+    form's losses are the eager ones."""
+    key, label = "torch_compile", "torch.compile"
+    workloads = frozenset({"W1", "W2.chain"})
+
+    def wrap(self, step):
+        return self.mod.compile(step)
+
+    def wrap_grad(self, step, loss_fn, params, args=(), lr=None):
+        torch = self.mod
+        leaves = [p.detach() for p in params]  # the same storage, outside autograd
+        grad_and_value = torch.func.grad_and_value(loss_fn)
+        if lr is None:
+            compiled = torch.compile(grad_and_value)
+
+            def call():
+                grads, loss = compiled(leaves, *args)
+                for p, g in zip(params, grads):
+                    p.grad = g
+                return loss
+            return call
+
+        def sgd_step(ps, *a):
+            grads, loss = grad_and_value(ps, *a)
+            with torch.no_grad():
+                for p, g in zip(ps, grads):
+                    p.sub_(lr * g)
+            return loss
+        compiled = torch.compile(sgd_step)
+        return lambda: compiled(leaves, *args)
+
+    def release(self) -> None:
+        # Forget compiled code: each case compiles its own shapes (no recompilation with
+        # dynamic shapes because a previous case had other ones).
+        try:
+            self.mod._dynamo.reset()
+        except Exception:  # noqa: BLE001 - a private API; stale caches only cost time
+            pass
+        super().release()
+
+
 @contextlib.contextmanager
 def _stderr_silenced():
     """Point file descriptor 2 at /dev/null for the block (C++ libraries write to it)."""
@@ -243,7 +376,7 @@ def _floor_peer(device: str) -> Peer:
     return FloorPeer(cupy, device)
 
 
-def _torch_peer(device: str) -> Peer:
+def _torch_peer(device: str, tf32: bool = False) -> Peer:
     try:
         torch = importlib.import_module("torch")
     except Exception as e:
@@ -251,22 +384,50 @@ def _torch_peer(device: str) -> Peer:
     if device.startswith("cuda") and not torch.cuda.is_available():
         return TorchPeer(torch, device, reason="this torch build has no CUDA device")
     if device.startswith("cuda"):
-        # Like with like: CuPy's matmul is full fp32 (no TF32) unless CUPY_TF32=1.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        # Like with like: CuPy's matmul is full fp32 (no TF32) unless CUPY_TF32=1 (--tf32).
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     return TorchPeer(torch, device)
 
 
-#: The peers of a run, in column order. The first is the subject, the second the reference
-#: that ratios are taken against; the floor comes last.
-PEER_FACTORIES = [_gpugrad_peer, _torch_peer, _floor_peer]
+def _torch_variant(cls, eager: Peer, torch_compile: bool | None) -> Peer:
+    """A torch variant peer: unavailable for the eager peer's reason, or its own."""
+    if not eager.available:
+        return cls(None, eager.device, reason=eager.reason)
+    cuda = eager.device.startswith("cuda")
+    if cls is TorchGraphPeer and not cuda:
+        return cls(eager.mod, eager.device, reason="needs CUDA")
+    if cls is TorchCompilePeer:
+        if not hasattr(eager.mod, "compile") or not hasattr(eager.mod, "func"):
+            return cls(eager.mod, eager.device, reason="this torch has no torch.compile")
+        if torch_compile is False:
+            return cls(eager.mod, eager.device, reason="--no-torch-compile")
+        if torch_compile is None and not cuda:
+            return cls(eager.mod, eager.device,
+                       reason="on a CPU only with --torch-compile: it needs a C++ compiler "
+                              "and compiles for minutes")
+    return cls(eager.mod, eager.device)
 
 
-def discover(device: str, with_torch: bool = True, with_floor: bool = True) -> list[Peer]:
-    peers = [f(device) for f in PEER_FACTORIES]
-    if not with_floor:
-        peers = [p for p in peers if p.key != "floor"]
-    if not with_torch:
-        peers = [p if p.key != "torch" else TorchPeer(None, device, reason="--no-torch")
-                 for p in peers]
+#: Column order of a run's peers: the subject (gpugrad), the reference that the main table's
+#: ratio is taken against (PyTorch eager), the captured/compiled variants, the floor.
+PEER_KEYS = ("gpugrad", "torch", "gpugrad_compile", "torch_graph", "torch_compile", "floor")
+
+
+def discover(device: str, with_torch: bool = True, with_floor: bool = True,
+             torch_compile: bool | None = None, eager_only: bool = False,
+             tf32: bool = False) -> list[Peer]:
+    """The peers of a run, in ``PEER_KEYS`` order. ``torch_compile``: None runs
+    torch.compile on CUDA only, True on a CPU too, False nowhere. ``eager_only`` leaves out
+    the captured/compiled variants. ``tf32``: torch's CUDA matmuls in TF32 (CuPy's follow
+    ``CUPY_TF32``)."""
+    torch = _torch_peer(device, tf32) if with_torch else \
+        TorchPeer(None, device, reason="--no-torch")
+    peers = [_gpugrad_peer(device), torch]
+    if not eager_only:
+        peers += [GpugradCompilePeer(peers[0].mod, device),
+                  _torch_variant(TorchGraphPeer, torch, torch_compile),
+                  _torch_variant(TorchCompilePeer, torch, torch_compile)]
+    if with_floor:
+        peers.append(_floor_peer(device))
     return peers

@@ -1,4 +1,5 @@
-"""Reporting: the table (Markdown, so it pastes into README), the JSON record, the PNG chart.
+"""Reporting: the table (Markdown, so it pastes into README), the footnotes, K's per-kernel
+table, the JSON record, the PNG chart. The ``--compare`` table is ``compare.py``'s.
 
 The ratio column is a COST ratio, subject over reference (gpugrad over PyTorch): time over
 time, bytes over bytes, and for GB/s rows the reference's GB/s over the subject's (the same
@@ -45,8 +46,8 @@ def _cell(res: dict | None) -> str:
 
 def table(record: dict) -> str:
     """The Markdown table: one row per case; a column per peer (median, ±half the IQR as a
-    percentage of the median), the ratio of the first two peers right after them, then any
-    further peer (the hand-written floor), the unit."""
+    percentage of the median), the ratio of the first two peers right after them, then the
+    further peers (captured, compiled, the hand-written floor), the unit."""
     peers = record["peers"]
     subject, reference = peers[0]["key"], peers[1]["key"] if len(peers) > 1 else None
     head = (["workload"] + [p["label"] for p in peers[:2]] + ["ratio"]
@@ -82,9 +83,10 @@ def footnotes(record: dict) -> list[str]:
             vals = list(losses.values())
             if max(vals) - min(vals) > 1e-3 * max(1.0, abs(vals[0])):
                 out.append(f"WARNING {row['id']}: the peers' initial losses differ: {losses}")
+        out += _trajectory_warnings(record, row)
         for k, r in row["results"].items():
             if r.get("reason") and k in {p["key"] for p in record["peers"] if p["available"]} \
-                    and not r["reason"].startswith("runs "):
+                    and not _skipped(r):
                 out.append(f"{row['id']} {record_label(record, k)}: n/a ({r['reason']})")
     for p in record["peers"]:
         if p["key"] == "floor" and p["available"]:
@@ -93,6 +95,54 @@ def footnotes(record: dict) -> list[str]:
         if not p["available"]:
             out.append(f"{p['label']}: n/a everywhere ({p['reason']})")
     return out
+
+
+def _skipped(res: dict) -> bool:
+    """n/a by design: the peer does not run this case (older records: "runs ... only")."""
+    return bool(res.get("skipped")) or (res.get("reason") or "").startswith("runs ")
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-3 * max(1.0, abs(a))
+
+
+def _trajectory_warnings(record: dict, row: dict) -> list[str]:
+    """Each peer's losses over its first calls (``first_losses``: the warm-up, capture and
+    first replays of a captured step) against the subject's (gpugrad eager): a captured or
+    compiled step that leaves the eager trajectory computes something else."""
+    traces = {k: r["extra"]["first_losses"] for k, r in row["results"].items()
+              if r.get("extra", {}).get("first_losses")}
+    if len(traces) < 2:
+        return []
+    ref_key = record["peers"][0]["key"] if record["peers"][0]["key"] in traces \
+        else next(iter(traces))
+    ref = traces[ref_key]
+    out = []
+    for k, trace in traces.items():
+        n = min(len(ref), len(trace))
+        if k != ref_key and not all(_close(a, b) for a, b in zip(ref[:n], trace[:n])):
+            fmt = lambda v: "[" + ", ".join(f"{x:.6g}" for x in v[:n]) + "]"  # noqa: E731
+            out.append(f"WARNING {row['id']}: {record_label(record, k)}'s losses over its "
+                       f"first {n} calls leave {record_label(record, ref_key)}'s: "
+                       f"{fmt(trace)} vs {fmt(ref)}")
+    return out
+
+
+def kernel_table(record: dict) -> str | None:
+    """K's per-kernel bandwidth (``gpugrad._kernel_bench.format_table``) in a code block
+    with its summary line, or None when the run has no K figures."""
+    row = next((r for r in record["rows"] if r["id"] == "K.kernels"), None)
+    extra = row and (row["results"].get("gpugrad") or {}).get("extra") or {}
+    if not extra.get("kernels"):
+        return None
+    from gpugrad._kernel_bench import format_table
+    return (f"K: {extra['n_at_target']} of {extra['n_kernels']} kernels at "
+            f">= {100 * extra['target_frac']:.0f}% of the copy bandwidth (each at its better "
+            f"path); worst {extra['worst_kernel']} at {100 * extra['worst_frac']:.0f}%, "
+            f"median {100 * extra['median_frac']:.0f}%."
+            + (f" Failed: {extra['failed']}." if extra.get("failed") else "")
+            + "\n\n```\n"
+            + format_table(extra["kernels"]) + "\n```")
 
 
 def record_label(record: dict, key: str) -> str:

@@ -6,10 +6,14 @@ W2  elementwise chain over N floats: loss = sum(tanh(x*a + b) * sigmoid(x) + x*x
     to x; effective GB/s against the copy bandwidth measured in the same run.
 W3  host overhead: 200 elementwise ops on a 16-element tensor, per op.
 W4  peak memory of W1's medium step.
+K   bandwidth of gpugrad's own elementwise kernels (kernels/) as a fraction of the copy
+    bandwidth (gpugrad._kernel_bench), CUDA only.
 
 Every timed case produces seconds per call (see timing.py); the case converts the median to
 its unit. Inputs are made with NumPy from fixed seeds and copied into each library, so both
-peers compute the same numbers: the suite records each peer's initial loss to show it.
+peers compute the same numbers: the suite records each peer's initial loss to show it, and
+the losses of the first calls of each peer's step (``first_losses``: warm-up, capture and
+first replays of the captured peers), which must follow the eager ones.
 """
 from __future__ import annotations
 
@@ -54,7 +58,10 @@ def mlp_loss(params, x, onehot):
     return -(h.log_softmax(dim=1) * onehot).sum() * (1.0 / x.shape[0])
 
 
-def mlp_step(m, params, x, onehot, lr: float = 0.01):
+LR = 0.01  # W1's SGD learning rate
+
+
+def mlp_step(m, params, x, onehot, lr: float = LR):
     """One SGD training step; gradients are dropped after the update (set_to_none)."""
     loss = mlp_loss(params, x, onehot)
     loss.backward()
@@ -97,6 +104,11 @@ def chain_step(x):
     return loss
 
 
+def chain_params_loss(params):
+    """W2's loss of ``params = [x]``: the signature ``Peer.wrap_grad`` takes."""
+    return chain_loss(params[0])
+
+
 W3_OPS = 200
 
 
@@ -123,10 +135,13 @@ class Result:
     stats: Stats | None = None
     extra: dict = field(default_factory=dict)
     reason: str | None = None
+    #: n/a by design (this peer does not run this case), not for want of something
+    skipped: bool = False
 
     def to_dict(self) -> dict:
         return {"value": self.value, "iqr": None if self.lo is None else abs(self.hi - self.lo),
-                "q1": self.lo, "q3": self.hi, "reason": self.reason, "extra": self.extra,
+                "q1": self.lo, "q3": self.hi, "reason": self.reason, "skipped": self.skipped,
+                "extra": self.extra,
                 "seconds": None if self.stats is None else self.stats.to_dict()}
 
 
@@ -140,11 +155,49 @@ class Case:
     higher_is_better: bool = False
     note: str = ""
     params: dict = field(default_factory=dict)
+    #: the keys of the peers that run it (None: every peer whose ``workloads`` include it)
+    peers: frozenset | None = None
+
+    def skip_reason(self, peer: Peer) -> str | None:
+        """Why ``peer`` does not run this case by design, or None when it does."""
+        if not peer.runs(self.workload, self.id):
+            return f"runs {', '.join(sorted(peer.workloads))} only"
+        if self.peers is not None and peer.key not in self.peers:
+            return f"{self.id} is {', '.join(sorted(self.peers))} only"
+        return None
 
 
 def timed(stats: Stats, to_unit: Callable[[float], float]) -> Result:
     a, b = to_unit(stats.q1), to_unit(stats.q3)
     return Result(value=to_unit(stats.median), lo=min(a, b), hi=max(a, b), stats=stats)
+
+
+#: Calls of each step whose losses are read before timing: covers gpugrad.compile's two
+#: warm-up calls, its capture and two replays, and torch.cuda.graph's three warm-ups, its
+#: capture and a replay.
+FIRST_CALLS = 5
+
+
+def _scalar(out) -> float:
+    return float(out.item()) if hasattr(out, "item") else float(out)
+
+
+def measure_checked(peer: Peer, fn: Callable[[], object], budget: Budget,
+                    first_calls: int = FIRST_CALLS) -> tuple[Stats, dict]:
+    """``measure(fn)`` after ``first_calls`` calls from the initial state, each timed by the
+    peer's clock and its loss read (a host sync, outside the timed calls): the losses show
+    that a captured or compiled step follows the eager one. The first of them is the cold
+    call (compile, allocator growth): it becomes ``first_call_s``. Returns the stats and
+    ``{"first_losses": [...], "first_calls_s": [...]}``."""
+    losses, seconds = [], []
+    for _ in range(first_calls):
+        box = []
+        seconds.append(peer.clock.time(lambda: box.append(fn())))
+        losses.append(_scalar(box[0]))
+    stats = measure(fn, peer.clock, budget)
+    if seconds:
+        stats.first_call_s = seconds[0]
+    return stats, {"first_losses": losses, "first_calls_s": seconds}
 
 
 # W1 sizes: name -> (batch, layer sizes)
@@ -162,18 +215,23 @@ def _arch(batch, sizes) -> str:
     return f"batch {batch}, {'-'.join(map(str, sizes))}"
 
 
-def w1_case(name: str, batch: int, sizes: list[int], budget: Budget, note: str = "") -> Case:
+def w1_case(name: str, batch: int, sizes: list[int], budget: Budget, note: str = "",
+            first_calls: int = FIRST_CALLS) -> Case:
     def run(peer: Peer) -> Result:
         if peer.key == "floor":  # the same step without autograd, on the array module
             mlp = FloorMLP(peer.mod, *mlp_arrays(sizes, batch))
             loss0 = float(mlp.loss())
+            fn = mlp.step
         else:
             mlp = MLP(peer, sizes, batch)
             with peer.mod.no_grad():
                 loss0 = float(mlp.loss().item())
-        stats = measure(peer.wrap(mlp.step), peer.clock, budget)
+            fn = peer.wrap_grad(mlp.step, mlp_loss, mlp.params, (mlp.x, mlp.onehot),
+                                lr=LR)
+        stats, extra = measure_checked(peer, fn, budget, first_calls)
         r = timed(stats, lambda s: s * 1e3)
         r.extra["loss_init"] = loss0
+        r.extra.update(extra)
         return r
     return Case(f"W1.{name}", "W1", f"W1 MLP step, {name} ({_arch(batch, sizes)})",
                 "ms/step", run, note=note, params={"batch": batch, "sizes": sizes})
@@ -196,9 +254,11 @@ def w2_cases(n: int, budget: Budget) -> list[Case]:
                         requires_grad=True)
         with peer.mod.no_grad():
             loss0 = float(chain_loss(x).item())
-        r = timed(measure(peer.wrap(lambda: chain_step(x)), peer.clock, budget),
-                  lambda s: nbytes / s / 1e9)
+        fn = peer.wrap_grad(lambda: chain_step(x), chain_params_loss, [x])
+        stats, extra = measure_checked(peer, fn, budget)
+        r = timed(stats, lambda s: nbytes / s / 1e9)
         r.extra["loss_init"] = loss0
+        r.extra.update(extra)
         return r
 
     size = f"2**{int(math.log2(n))} float32" if n & (n - 1) == 0 else f"{n} float32"
@@ -266,11 +326,73 @@ def w4_case(batch: int, sizes: list[int], name: str = "medium") -> Case:
                 note="GPU: max_memory_allocated of each library; CPU: see benchmarks/README.md")
 
 
+#: K's sizes per mode: elements per array, timed launches, warm-up launches, kernels (None:
+#: every kernel of kernels/)
+K_PLAN = {
+    "full": (2 ** 26, 20, 3, None),
+    "quick": (2 ** 26, 10, 2, None),
+    "tiny": (2 ** 16, 2, 1, ("sigmoid", "mul_backward", "sgd_step")),
+}
+
+
+def k_case(mode: str) -> Case:
+    """gpugrad's own elementwise kernels (kernels/, both CuPy paths: ElementwiseKernel and
+    the vectorized RawKernel) against a device-to-device copy, through
+    ``gpugrad._kernel_bench.kernel_bandwidth`` (``bandwidth_table``'s rows, one kernel at a
+    time so that a failing kernel is named in ``extra["failed"]``). The row's value is the
+    WORST kernel's fraction of the copy bandwidth (each kernel at its better path), in %;
+    ``extra`` holds every kernel's row. CUDA only."""
+    n, repeat, warmup, names = K_PLAN[mode]
+
+    def run(peer: Peer) -> Result:
+        if not peer.is_cuda:
+            raise Unavailable("needs CUDA")
+        from gpugrad._kernel_bench import kernel_bandwidth
+        from gpugrad._kernels import kernels
+        rows, failed = [], {}
+        for name in kernels.names() if names is None else names:
+            try:  # one kernel's failure (a compile error) must not hide the others' figures
+                row = kernel_bandwidth(name, n=n, dtype="float32", repeat=repeat,
+                                       warmup=warmup)
+            except Exception as e:  # noqa: BLE001
+                msg = str(e).strip().splitlines()
+                failed[name] = f"{type(e).__name__}: {msg[0][:160] if msg else ''}"
+                continue
+            if row is None:
+                raise Unavailable("needs CUDA (CuPy sees no GPU)")
+            rows.append(row)
+        if not rows:
+            raise Unavailable(f"every kernel failed: {failed}")
+        summary = kernel_summary(rows)
+        return Result(value=100 * summary["worst_frac"],
+                      extra={**summary, "failed": failed, "kernels": rows})
+
+    size = f"2**{int(math.log2(n))} float32"
+    what = "every kernel" if names is None else f"{len(names)} kernels"
+    return Case("K.kernels", "K", f"K kernel bandwidth, worst of {what}, {size}",
+                "% of copy", run, higher_is_better=True, peers=frozenset({"gpugrad"}),
+                params={"n": n, "repeat": repeat, "kernels": names},
+                note="bytes read + written per launch / time, over a device-to-device copy's; "
+                     "each kernel at its better CuPy path (ElementwiseKernel or vectorized)")
+
+
+def kernel_summary(rows: list[dict], target: float = 0.8) -> dict:
+    """The worst kernel, the median fraction and how many kernels reach ``target``, each
+    kernel taken at its better path."""
+    best = {r["kernel"]: max(f for f in (r.get("elementwise_frac"), r.get("vectorized_frac"))
+                             if f is not None) for r in rows}
+    worst = min(best, key=best.get)
+    fracs = sorted(best.values())
+    return {"worst_kernel": worst, "worst_frac": best[worst],
+            "median_frac": fracs[len(fracs) // 2], "n_kernels": len(fracs),
+            "n_at_target": sum(f >= target for f in fracs), "target_frac": target}
+
+
 # --------------------------------------------------------------------------------------
 # The plan
 # --------------------------------------------------------------------------------------
 
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "K")
 
 BUDGETS = {  # mode -> the default budget of one (case, peer)
     "full": Budget(seconds=3.0, min_repeats=5, max_repeats=300, warmup=5),
@@ -293,18 +415,20 @@ def plan(workloads, mode: str, cuda: bool, repeats: int | None = None):
     for w in workloads:
         if w == "W1":
             for name, (batch, sizes) in w1_sizes.items():
-                budget = base
+                budget, first_calls = base, FIRST_CALLS
                 if not cuda and mode != "tiny" and name != "small":
-                    # A CPU step of these sizes takes seconds: the first call is the only
-                    # warm-up, then few timed calls.
+                    # A CPU step of these sizes takes seconds: one checked call (its loss
+                    # read), the first call of the timing as the warm-up, few timed calls.
                     budget = Budget(base.seconds, 3, base.max_repeats, 0, base.repeats)
+                    first_calls = 1
                     if mode == "quick" and name == "large":
                         notes.append("quick on CPU: W1 large skipped (one step is ~1.2 TFLOP,"
                                      " tens of seconds on a few cores); run without --quick")
                         continue
-                    notes.append(f"CPU: a W1 {name} step takes seconds: the first call is "
-                                 f"the warm-up, then {budget.repeats or 'at least 3'} timed calls")
-                cases.append(w1_case(name, batch, sizes, budget))
+                    notes.append(f"CPU: a W1 {name} step takes seconds: two untimed calls "
+                                 f"(the first one's loss checked), then "
+                                 f"{budget.repeats or 'at least 3'} timed calls")
+                cases.append(w1_case(name, batch, sizes, budget, first_calls=first_calls))
         elif w == "W2":
             n = W2_N["tiny" if mode == "tiny" else ("cuda" if cuda else "cpu")]
             if not cuda and mode != "tiny":
@@ -315,6 +439,8 @@ def plan(workloads, mode: str, cuda: bool, repeats: int | None = None):
         elif w == "W4":
             batch, sizes = w1_sizes["medium"]
             cases.append(w4_case(batch, sizes))
+        elif w == "K":
+            cases.append(k_case(mode))
         else:
             raise ValueError(f"unknown workload {w!r}: choose from {', '.join(WORKLOADS)}")
     return cases, notes
@@ -337,4 +463,5 @@ def annotate(rows: list[dict]) -> None:
 
 
 __all__ = ["MLP", "Case", "Result", "Unavailable", "WORKLOADS", "plan", "annotate",
-           "mlp_arrays", "mlp_loss", "mlp_step", "chain_loss", "chain_step", "host_chain"]
+           "mlp_arrays", "mlp_loss", "mlp_step", "chain_loss", "chain_step",
+           "chain_params_loss", "host_chain", "measure_checked", "kernel_summary"]
