@@ -259,3 +259,55 @@ def test_square_by_mul_higher_order(device):
     (g,) = gpugrad.autograd.grad((x * x).sum(), x, create_graph=True)
     (gg,) = gpugrad.autograd.grad(g.sum(), x)
     assert np.array_equal(to_numpy(gg), np.full(6, 2.0))
+
+
+# ---- the fast recorders build the general path's node ------------------------------------------
+FAST = {
+    "add": lambda x, y: x + y, "sub": lambda x, y: x - y, "rsub": lambda x, y: 1.5 - x,
+    "mul": lambda x, y: x * y, "square": lambda x, y: x * x, "mul_scalar": lambda x, y: x * 2.5,
+    "rmul": lambda x, y: 3 * y, "add_scalar": lambda x, y: x + 1,
+    "tanh": lambda x, y: x.tanh(), "sigmoid": lambda x, y: x.sigmoid(),
+    "exp": lambda x, y: x.exp(), "log": lambda x, y: y.log(), "sign": lambda x, y: x.sign(),
+    "relu": lambda x, y: x.relu(), "sqrt": lambda x, y: y.sqrt(),
+}
+
+
+def _node(out):
+    """What the engine and the backward read of ``out``'s node."""
+    n = out.grad_fn
+    saved = [None if s is None else (s.output_nr, s.version, s.tensor is None)
+             for s in (n._saved or [])]
+    attrs = {k: getattr(n, k) for k in ("alpha", "scalars", "square") if hasattr(n, k)}
+    return (type(n).__name__, n.needs_input_grad, tuple(n._arg_positions), n._n_args,
+            [(type(f).__name__, nr) for f, nr in n.next_functions], list(n._input_meta),
+            list(n._output_meta), saved, attrs, out._requires_grad, out._output_nr)
+
+
+@pytest.mark.parametrize("grad_y", [True, False], ids=["both", "x_only"])
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_fast_recording_builds_the_general_node(name, grad_y):
+    """Anomaly mode takes the general path (forward, then _record): the fast one must make
+    the same node, and the same gradients."""
+    a, b = rng.standard_normal((3, 4)), rng.uniform(0.5, 2.0, (3, 4))
+    results = []
+    for general in (False, True):
+        x = gpugrad.tensor(a, requires_grad=True)
+        y = gpugrad.tensor(b, requires_grad=grad_y)
+        with gpugrad.autograd.set_detect_anomaly(general):
+            out = FAST[name](x, y)
+            if out.grad_fn is None:  # made of y alone, which does not require grad
+                results.append(None)
+                continue
+            node = _node(out)
+            out.backward(gpugrad.tensor(np.linspace(-1, 1, 12).reshape(3, 4)))
+        results.append((node, to_numpy(x.grad) if x.grad is not None else None,
+                        to_numpy(y.grad) if y.grad is not None else None))
+    if results[0] is None or results[1] is None:
+        assert results == [None, None] and not grad_y
+        return
+    (fast, gx, gy), (slow, hx, hy) = results
+    assert fast == slow
+    for u, v in ((gx, hx), (gy, hy)):
+        assert (u is None) == (v is None)
+        if u is not None:
+            assert np.array_equal(u, v)

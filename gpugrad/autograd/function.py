@@ -241,10 +241,11 @@ class Function(metaclass=_FunctionMeta):
     #: handle the call (its checks, promotion and errors). It must return exactly what
     #: ``forward`` would.
     _eager = None
-    #: Built-in unary ops may set this to ``staticmethod(fn)``: ``fn(x)`` runs forward and
-    #: records the node (with ``_record_one``) when ``x`` requires grad and grad mode is on,
-    #: or returns None to take the general path.
-    _record_unary = None
+    #: Built-in ops may set this to ``staticmethod(fn)``: ``fn(*args)`` runs forward and
+    #: records the node (with ``_record_one`` or ``_record_args``) when an argument requires
+    #: grad and grad mode is on, or returns None to take the general path. The node must be
+    #: the one the general path makes.
+    _record_fast = None
 
     def __init__(self, *args, **kwargs) -> None:
         if type(self).forward is not Function.forward and not isinstance(
@@ -328,10 +329,9 @@ class Function(metaclass=_FunctionMeta):
                 raise _cuda_error(e, cls) from e
             if out is not None:
                 return out
-        if record and i == 1 and cls._record_unary is not None and not kwargs \
-                and _record is _plain_record:
-            # A built-in unary op: forward and recording in one routine (_record_one)
-            out = cls._record_unary(args[0])
+        if record and cls._record_fast is not None and not kwargs and _record is _plain_record:
+            # A built-in op: forward and recording in one routine (_record_one/_record_args)
+            out = cls._record_fast(*args)
             if out is not None:
                 return out
         ctx = _new(cls._backward_cls)  # its sequence number is given when it is recorded
@@ -552,6 +552,49 @@ def _record_one(cls, x, out, saved_x: bool, saved_y: bool):
 
 
 _POSITION_0 = (0,)
+
+
+def _record_args(cls, args, out, to_save):
+    """``_record`` for a built-in op of tensors and numbers ``args`` (one of the tensors
+    requires grad, grad mode on) with one fresh floating output ``out``, saving the input
+    tensors ``to_save`` (None for a slot not needed); returns the ctx, for the op's own
+    attributes."""
+    ctx = _new(cls._backward_cls)
+    ctx._seq = next(_sequence)
+    positions = []
+    needs = []
+    edges = []
+    in_meta = []
+    Tensor = _Tensor
+    i = 0
+    for t in args:
+        if isinstance(t, Tensor):
+            positions.append(i)
+            needs.append(t._requires_grad)
+            fn = t.grad_fn
+            if fn is not None:
+                edges.append((fn, t._output_nr))
+            elif t._requires_grad:
+                edges.append((t._grad_accumulator(), 0))
+            else:
+                edges.append(_NO_EDGE)
+            a = t._data
+            in_meta.append((a.shape, a.dtype, None if a.__class__ is _ndarray else _device_of(a)))
+        else:
+            needs.append(False)
+        i += 1
+    ctx.needs_input_grad = tuple(needs)
+    ctx._arg_positions = positions
+    ctx._n_args = i
+    ctx.next_functions = tuple(edges)
+    ctx._input_meta = in_meta
+    d = out._data
+    ctx._output_meta = ((d.shape, d.dtype, None if d.__class__ is _ndarray else _device_of(d)),)
+    out.grad_fn = ctx
+    out._requires_grad = True
+    if to_save is not None:
+        ctx._saved = [None if t is None else _Saved(t, None) for t in to_save]
+    return ctx
 
 
 def _save(ctx, outs, result) -> None:

@@ -16,7 +16,7 @@ from .._tensor import Tensor
 from .._kernels import erf as _erf_numpy
 from .._kernels import kernels as _K
 from ..autograd.function import Function
-from ..autograd.function import _record_one, _Saved
+from ..autograd.function import _record_args, _record_one, _Saved
 from ..autograd import _jvp_rules as _rules
 from ..autograd import grad_mode as _grad_mode
 from . import fused
@@ -38,39 +38,77 @@ def _is_bool(v) -> bool:
     return isinstance(v, (bool, np.bool_)) or (isinstance(v, Tensor) and v._data.dtype == np.bool_)
 
 
+def _same_float_arrays(a, b):
+    """The arrays (or the number) of ``a`` and ``b`` when they are the common case of the
+    arithmetic ops: two floating tensors of one dtype, shape and device, or a floating
+    tensor and a Python float or int (which never changes its dtype); else None."""
+    if isinstance(a, Tensor):
+        x = a._data
+        if x.dtype.kind != "f":
+            return None
+        if isinstance(b, Tensor):
+            y = b._data
+            if y.dtype != x.dtype or y.shape != x.shape or y.__class__ is not x.__class__:
+                return None
+            if x.__class__ is not _ndarray and x.device != y.device:
+                return None  # two GPUs: forward names them in its error
+            return x, y
+        if b.__class__ is float or b.__class__ is int:
+            return x, b
+        return None
+    if (a.__class__ is float or a.__class__ is int) and isinstance(b, Tensor):
+        y = b._data
+        if y.dtype.kind == "f":
+            return a, y
+    return None
+
+
+def _binary_record(cls, op, save, takes_alpha: bool):
+    """The ``_record_fast`` routine of binary arithmetic op ``cls`` (see
+    ``Function._record_fast``) for the common case of ``_same_float_arrays``:
+    ``save(ctx, a, b)`` sets what forward would set on ctx and returns the tensors forward
+    would save (or None)."""
+
+    def record(a, b, alpha=1):
+        if alpha != 1:
+            return None
+        arrays = _same_float_arrays(a, b)
+        if arrays is None:
+            return None
+        out = make(op(*arrays))
+        ctx = _record_args(cls, (a, b, alpha) if takes_alpha else (a, b), out, None)
+        to_save = save(ctx, a, b)
+        if to_save is not None:
+            ctx._saved = [None if t is None else _Saved(t, None) for t in to_save]
+        return out
+
+    return staticmethod(record)
+
+
+def _mul_save(ctx, a, b):
+    na = isinstance(a, Tensor) and a._requires_grad
+    nb = isinstance(b, Tensor) and b._requires_grad
+    ctx.scalars = (None if isinstance(a, Tensor) else a, None if isinstance(b, Tensor) else b)
+    ctx.square = a is b
+    return (a if nb and isinstance(a, Tensor) else None,
+            b if na and isinstance(b, Tensor) else None)
+
+
+def _alpha_save(ctx, a, b):
+    ctx.alpha = 1
+    return None
+
+
 def _binary_eager(op):
-    """The ``_eager`` shortcut of a binary arithmetic op (see ``Function._eager``): two
-    floating tensors of one dtype and shape, or a floating tensor and a Python float or int
-    (which never changes its dtype) -- the common case, computed as forward would compute
-    it; anything else (promotion, broadcasting, alpha, bad operands) goes to forward."""
+    """The ``_eager`` shortcut of a binary arithmetic op (see ``Function._eager``): the
+    common case of ``_same_float_arrays``, computed as forward would compute it; anything
+    else (promotion, broadcasting, alpha, bad operands) goes to forward."""
 
     def eager(a, b, alpha=1):
         if alpha != 1:
             return None
-        if isinstance(a, Tensor):
-            x = a._data
-            if x.dtype.kind != "f":
-                return None
-            if isinstance(b, Tensor):
-                y = b._data
-                if y.dtype != x.dtype or y.shape != x.shape or y.__class__ is not x.__class__:
-                    return None
-                if x.__class__ is not _ndarray and x.device != y.device:
-                    return None  # two GPUs: forward names them in its error
-            elif b.__class__ is float or b.__class__ is int:
-                y = b
-            else:
-                return None
-        elif a.__class__ is float or a.__class__ is int:
-            x = a
-            if not isinstance(b, Tensor):
-                return None
-            y = b._data
-            if y.dtype.kind != "f":
-                return None
-        else:
-            return None
-        return make(op(x, y))
+        arrays = _same_float_arrays(a, b)
+        return None if arrays is None else make(op(*arrays))
 
     return staticmethod(eager)
 
@@ -95,6 +133,9 @@ class Add(Function):
         alpha = ctx.alpha
         return (g if na else None,
                 (g if alpha == 1 else g * alpha) if nb else None, None)
+
+
+Add._record_fast = _binary_record(Add, _operator.add, _alpha_save, takes_alpha=True)
 
 
 class Sub(Function):
@@ -122,6 +163,9 @@ class Sub(Function):
         na, nb = ctx.needs_input_grad[:2]
         return (g if na else None, (-g if ctx.alpha == 1 else g * -ctx.alpha) if nb else None,
                 None)
+
+
+Sub._record_fast = _binary_record(Sub, _operator.sub, _alpha_save, takes_alpha=True)
 
 
 class Mul(Function):
@@ -161,6 +205,9 @@ class Mul(Function):
             return fused.MulBackward.call(g, a, b)  # both in one kernel
         return (g * (b if b is not None else sb) if na else None,
                 g * (a if a is not None else sa) if nb else None)
+
+
+Mul._record_fast = _binary_record(Mul, _operator.mul, _mul_save, takes_alpha=False)
 
 
 def _true_div_arrays(a, b):
@@ -446,7 +493,7 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
         return _record_one(cls, x, y, save_x, save_y)
 
     cls = type(name, (Function,), {"_builtin": True, "__doc__": doc, "_eager": staticmethod(eager),
-                                   "_record_unary": staticmethod(record),
+                                   "_record_fast": staticmethod(record),
                                    "forward": staticmethod(fwd), "backward": staticmethod(bwd),
                                    "jvp": _rules.self_adjoint,
                                    "__module__": __name__})
@@ -922,3 +969,4 @@ def pow(input, exponent):  # noqa: A001
 def square(input):
     """``input * input``."""
     return Pow.apply(input, 2)
+
