@@ -233,6 +233,15 @@ def test_sigmoid_small_matches_torch_at_the_extremes(device, dtype):
     assert g[0] == 0 and g[-2] == 1 and np.isnan(g[-1])
 
 
+def test_sigmoid_of_a_0d_tensor(device):
+    torch = torch_or_skip()
+    x = gpugrad.tensor(-1.25, device=device, requires_grad=True)
+    y = x.sigmoid()
+    assert y.shape == () and abs(float(y) - float(torch.tensor(-1.25).sigmoid())) < 1e-7
+    y.backward()
+    assert abs(float(x.grad) - float(y) * (1 - float(y))) < 1e-7
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sigmoid_small_is_accurate_in_the_tails(device, dtype):
     a = np.linspace(-80, 80, 1001).astype(dtype)

@@ -331,7 +331,10 @@ class Function(metaclass=_FunctionMeta):
                 return out
         if record and cls._record_fast is not None and not kwargs and _record is _plain_record:
             # A built-in op: forward and recording in one routine (_record_one/_record_args)
-            out = cls._record_fast(*args)
+            try:
+                out = cls._record_fast(*args)
+            except _cuda_error_types() as e:
+                raise _cuda_error(e, cls) from e
             if out is not None:
                 return out
         ctx = _new(cls._backward_cls)  # its sequence number is given when it is recorded

@@ -410,9 +410,9 @@ def _sigmoid_array(a):
     c = _SIGMOID_CONSTANTS.get(a.dtype)
     if c is None:
         c = _SIGMOID_CONSTANTS[a.dtype] = (np.zeros((), a.dtype), np.ones((), a.dtype))
-    num = np.minimum(a, c[0])
+    num = np.minimum(a, c[0], out=np.empty_like(a))  # (out=: a 0-d array stays an array)
     np.exp(num, out=num)  # e**x where x < 0, else 1
-    den = np.abs(a)
+    den = np.abs(a, out=np.empty_like(a))
     np.negative(den, out=den)
     np.exp(den, out=den)
     np.add(den, c[1], out=den)
