@@ -28,11 +28,25 @@ What must hold for the replay to equal eager execution:
   Do not set ``p.grad`` to None or to another tensor outside ``fn`` between calls expecting
   the graph to see it.
 - Python values are constants of the capture: a learning rate changed by a scheduler, a
-  Python ``if`` on data, and host-side counters (Adam's step count, which sets its bias
-  correction) keep their capture-time values on CUDA. SGD (with or without momentum) is
-  exact; Adam/AdamW are not until their step count lives on the device.
+  Python ``if`` on data, and host-side counters keep their capture-time values on CUDA.
+  Optimizers: SGD (with or without momentum) is exact. Adam, AdamW and RMSprop must be
+  constructed with ``capturable=True`` (torch's argument): their step count then lives on
+  the parameter's device and Adam's bias corrections are computed there, so replays equal
+  eager steps. With ``capturable=False`` (the default) their ``step()`` raises at capture on
+  CUDA, as torch's does (the count would be frozen; it is not switched on silently, since
+  the count would have to move to the device outside the graph). Adagrad is exact with
+  ``lr_decay=0`` and raises at capture otherwise (its decay uses a host count; torch's
+  Adagrad has no ``capturable``). On the CPU every optimizer runs eagerly and is exact.
 - No host synchronisation inside ``fn`` (``.item()``, ``print(t)``, ``bool(t)``, ...): it
   raises ``gpugrad.CaptureSyncError`` at capture.
+
+Fusion (``fuse=True``, the default): every run of ``fn`` here (warm-up, capture, and the CPU
+stand-in's calls) turns each maximal chain of elementwise ops into one generated kernel
+forward and one backward (``_lazy``, with the kernels of ``_fusion``): an elementwise op
+returns a pending tensor, and the chain is computed when a non-elementwise op (a matmul, a
+reduction other than a full sum, ...) or the caller reads it, or when ``fn`` returns. Results
+equal the unfused ones within float tolerance; ``fuse=False`` runs every op as eager code does.
+An input changed in place while a chain that reads it is pending raises a clear error.
 
 On the CPU the same API runs ``fn`` eagerly every call, through the same cache, static
 buffers, static outputs and capture flag (so host synchronisation raises there too): the
@@ -47,7 +61,7 @@ from __future__ import annotations
 
 import functools
 
-from . import _backend, _capture
+from . import _backend, _capture, _lazy
 from ._capture import CaptureSyncError, describe, flatten
 
 __all__ = ["compile", "CompiledFunction", "CaptureSyncError"]
@@ -81,12 +95,13 @@ class CompiledFunction:
     signatures; ``reset()`` frees every capture (call it after changing a captured constant,
     such as the learning rate)."""
 
-    def __init__(self, fn, warmup: int, cache_size: int, recapture: bool) -> None:
+    def __init__(self, fn, warmup: int, cache_size: int, recapture: bool,
+                 fuse: bool = True) -> None:
         if not callable(fn):
             raise TypeError(f"gpugrad.compile: expected a callable, got {type(fn).__name__}")
         if not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"gpugrad.compile: warmup must be an int >= 0, got {warmup!r}")
-        self.fn, self.warmup, self.recapture = fn, warmup, recapture
+        self.fn, self.warmup, self.recapture, self.fuse = fn, warmup, recapture, bool(fuse)
         self._name = f"gpugrad.compile({getattr(fn, '__qualname__', type(fn).__name__)})"
         self._cache = _capture.LRUCache(cache_size)
         self._first = None
@@ -129,15 +144,14 @@ class CompiledFunction:
         if e.runs < self.warmup:
             e.runs += 1
             self.stats["warmup"] += 1
-            return _detached(e.recorder.warmup(lambda: self.fn(*args, **kwargs)))
+            return _detached(e.recorder.warmup(lambda: self._run(args, kwargs)))
         rec = e.recorder
         if e.static is None:
             static = _capture.make_static((args, kwargs))
-            fn = self.fn
+            run = self._run
 
             def body():
-                a, k = static
-                return _detached(fn(*a, **k))
+                return _detached(run(*static))
 
             try:
                 out = rec.capture(body)
@@ -156,12 +170,20 @@ class CompiledFunction:
         self.stats["replays"] += 1
         return rec.result
 
+    def _run(self, args, kwargs):
+        """``fn(*args, **kwargs)``, its elementwise chains fused when ``fuse`` (the lazy ops
+        of ``_lazy``; every chain is computed before this returns)."""
+        if not self.fuse:
+            return self.fn(*args, **kwargs)
+        with _lazy.fusing():
+            return self.fn(*args, **kwargs)
+
     def __repr__(self) -> str:
         return f"<{self._name}: {len(self._cache)} cached signature(s), {self.stats}>"
 
 
 def compile(model=None, *, warmup: int = 2, cache_size: int = 8, recapture: bool = True,
-            disable: bool = False, **torch_options):
+            disable: bool = False, fuse: bool = True, **torch_options):
     """Capture ``model`` (a function or Module doing a whole step) into a CUDA graph after
     ``warmup`` eager calls, and replay it on later calls (see the module docstring).
 
@@ -172,6 +194,8 @@ def compile(model=None, *, warmup: int = 2, cache_size: int = 8, recapture: bool
             evicted (its graph and memory freed) beyond that.
         recapture: False makes a call with another signature than the first raise.
         disable: return ``model`` unchanged (as torch.compile(disable=True)).
+        fuse: fuse each maximal chain of elementwise ops (forward and backward) into one
+            generated kernel (``_lazy``, ``_fusion``); False runs every op as eager code does.
         torch_options: torch.compile's ``mode``, ``fullgraph``, ``dynamic``, ``backend``,
             ``options`` are accepted for source compatibility and have no effect, except
             ``mode='max-autotune-no-cudagraphs'``, which returns ``model`` unchanged.
@@ -182,7 +206,7 @@ def compile(model=None, *, warmup: int = 2, cache_size: int = 8, recapture: bool
                         f"{sorted(unknown)}")
     if model is None:
         return lambda m: compile(m, warmup=warmup, cache_size=cache_size, recapture=recapture,
-                                 disable=disable, **torch_options)
+                                 disable=disable, fuse=fuse, **torch_options)
     if disable or torch_options.get("mode") == "max-autotune-no-cudagraphs":
         return model
-    return CompiledFunction(model, warmup, cache_size, recapture)
+    return CompiledFunction(model, warmup, cache_size, recapture, fuse)

@@ -112,7 +112,8 @@ _OPS = {o.name: o for o in [
 
 
 # gpugrad's elementwise Functions (by class name) and the fusion op each one is, for a capture
-# that records Function applications (Pow: with a number exponent only; Add/Sub: alpha == 1).
+# that records Function applications (Pow: with a number exponent only; Add/Sub: alpha == 1):
+# _lazy swaps these Functions' apply inside gpugrad.compile (the chains it fuses).
 FUNCTION_OPS = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Neg": "neg",
                 "Exp": "exp", "Log": "log", "Sin": "sin", "Cos": "cos", "Sqrt": "sqrt",
                 "Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Pow": "pow",
@@ -694,11 +695,15 @@ class FusedKernel:
 
     def _run_numpy(self, args):
         floats = [a for (p, k), a in zip(self.params, args) if k == "T"]
-        dt = np.result_type(*(a.dtype for a in floats))
+        dt = floats[0].dtype
+        if any(a.dtype != dt for a in floats):
+            dt = np.result_type(*(a.dtype for a in floats))
         if dt.kind != "f" or dt.itemsize < 4:  # ints, float16: computed in float32
             dt = np.dtype(np.float32)
-        shape = np.broadcast_shapes(*(np.shape(a) for (p, k), a in zip(self.params, args)
-                                      if k != "scalar"))
+        shapes = [np.shape(a) for (p, k), a in zip(self.params, args) if k != "scalar"]
+        shape = shapes[0]
+        if any(s != shape for s in shapes):  # broadcast_shapes costs microseconds: not always
+            shape = np.broadcast_shapes(*shapes)
         n = math.prod(shape)
         flat = []
         for (p, k), a in zip(self.params, args):

@@ -1,0 +1,665 @@
+"""Lazy elementwise ops for ``gpugrad.compile(fn, fuse=True)``: each maximal chain of
+elementwise ops becomes one generated kernel forward, and one backward (``_fusion``).
+
+While :func:`fusing` is active (``gpugrad.compile`` enters it around every run of ``fn``:
+warm-up, capture, and the CPU stand-in's replays alike), the ``apply`` of the fusable
+Functions (``_fusion.FUNCTION_OPS``: Add, Mul, Tanh, Where, ...) is swapped for a lazy one.
+A lazy op whose operands are float tensors of one dtype and device (and Python numbers) does
+not compute: it returns a *pending* tensor, a :class:`Tensor` subclass that only knows its
+shape, dtype, device and requires_grad, and adds one node to the thread's open **region** for
+its (shape, dtype, device, grad mode); an operand of a smaller shape (a bias) is an input of
+that region. A full ``.sum()`` or ``.mean()`` of a pending tensor joins its region too, as a
+summed output of the kernel. Anything else (another dtype, a tensor exponent, ``alpha != 1``,
+forward-mode AD) runs the original ``apply``, which reads its inputs' ``_data`` and so
+computes them first.
+
+A region is flushed when the data (or the history: ``grad_fn``) of one of its pending tensors
+is read (by a matmul, a reduction, ``.item()``, ...), when one of its pending tensors is the
+operand of an op of another region (another shape), when it grows past ``_MAX_NODES``, and
+when :func:`fusing` exits. A flush:
+
+1. takes as outputs the pending tensors still alive (weak references: the temporaries of an
+   expression are gone by then), and prunes the nodes no output needs;
+2. builds a ``_fusion.FusedGraph`` (cached per structure: constants are kernel parameters) and
+   runs its generated **forward** kernel, which reads each input once and writes each output
+   once;
+3. records ONE autograd node for the region (``FusedRegionBackward``) when the region ran
+   with grad mode on and an input requires grad; its backward is the region's generated
+   **backward** kernel (gradients of the inputs from those of the outputs, the chain
+   recomputed from the inputs inside the kernel), each summed down to its input's shape as
+   the eager ops' broadcasting would be. On NumPy, which is bound by computation rather than
+   memory, a region whose only output is a sum (a loss) computes its gradient in the
+   forward's own kernel instead (``value_and_grad``), and backward only scales it;
+4. turns each output back into a plain :class:`Tensor` in place (``__class__`` assignment:
+   the subclass adds no slots), holding the result and that node as its ``grad_fn``.
+
+Semantics kept: values equal the eager ones within float tolerance; requires_grad and
+grad_fn as eager (one node instead of many); tensors saved for backward are version-checked.
+A region's inputs are read when it is flushed, not when its ops ran: an input changed in
+place in between (``x.add_(1)`` under no_grad while ``x * 2`` is pending) raises a clear error
+instead of computing with the new values. Gradients of gradients through a region
+(``create_graph=True``) replay the region's ops eagerly, so they are exact, not fused.
+
+Outside :func:`fusing` nothing here runs: eager ops pay nothing for it.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+from . import _fusion
+from ._tensor import Tensor, Size, _Version, _wrap_dim
+from ._dtypes import from_numpy_dtype
+from .autograd import function as _function
+from .autograd import grad_mode as _grad_mode
+
+__all__ = ["fusing", "is_fusing", "stats", "reset_stats", "flush"]
+
+_state = _grad_mode.state
+_tls = threading.local()
+_new = object.__new__
+_MAX_NODES = 64  # ops per region: a longer chain is split (bounded kernel size and codegen)
+_MAX_OPEN = 8    # open regions per thread (one per shape, dtype, device and grad mode)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Counters for tests and benchmarks: regions flushed, kernels launched each way, ops fused.
+stats = {"regions": 0, "forward_launches": 0, "backward_launches": 0, "ops": 0,
+         "fallbacks": 0}
+
+
+def reset_stats() -> None:
+    """Zero :data:`stats`."""
+    for k in stats:
+        stats[k] = 0
+
+
+# ---- the pending tensor --------------------------------------------------------------------
+def _flush_of(t) -> None:
+    region = t.__dict__["_lz"][0]
+    flush(region)
+    if t.__class__ is _Pending:  # its region's flush failed (and said why): say it again
+        raise RuntimeError(f"fused elementwise chain: this tensor could not be computed: "
+                           f"{region.error or 'a gpugrad bug'} (compile with fuse=False to "
+                           "run the chain op by op)")
+
+
+class _Pending(Tensor):
+    """A tensor whose value a region has not computed yet. Reading its data or history
+    flushes the region, which turns it into a plain Tensor; its metadata answers without.
+    Its ``__dict__["_lz"]`` is (region, node, summed, shape)."""
+
+    __slots__ = ()  # the same layout as Tensor: __class__ can be assigned back
+
+    @property
+    def _data(self):
+        _flush_of(self)
+        return self._data
+
+    @_data.setter
+    def _data(self, value):
+        _flush_of(self)
+        self._data = value
+
+    @property
+    def grad_fn(self):
+        _flush_of(self)
+        return self.grad_fn
+
+    @grad_fn.setter
+    def grad_fn(self, value):
+        _flush_of(self)
+        self.grad_fn = value
+
+    @property
+    def shape(self) -> Size:
+        return Size(self.__dict__["_lz"][3])
+
+    def size(self, dim=None):
+        shape = self.__dict__["_lz"][3]
+        if dim is None:
+            return Size(shape)
+        return shape[_wrap_dim(dim, len(shape), "size")]
+
+    def dim(self) -> int:
+        return len(self.__dict__["_lz"][3])
+
+    ndimension = dim
+
+    @property
+    def ndim(self) -> int:
+        return len(self.__dict__["_lz"][3])
+
+    def numel(self) -> int:
+        return Size(self.__dict__["_lz"][3]).numel()
+
+    nelement = numel
+
+    @property
+    def dtype(self):
+        return from_numpy_dtype(self.__dict__["_lz"][0].dtype)
+
+    @property
+    def device(self):
+        return self.__dict__["_lz"][0].device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.__dict__["_lz"][0].cls is not np.ndarray
+
+    def is_floating_point(self) -> bool:
+        return True
+
+    def sum(self, dim=None, keepdim=False, *, dtype=None):
+        """A full sum fuses into the chain (a summed output of its kernel); else eager."""
+        if dim is None and not keepdim and dtype is None:
+            out = _lazy_sum(self, False)
+            if out is not None:
+                return out
+        return _eager("sum")(self, dim, keepdim, dtype=dtype)
+
+    def mean(self, dim=None, keepdim=False, *, dtype=None):
+        """A full mean fuses into the chain (the sum of ``x * (1/n)``); else eager."""
+        if dim is None and not keepdim and dtype is None:
+            out = _lazy_sum(self, True)
+            if out is not None:
+                return out
+        return _eager("mean")(self, dim, keepdim, dtype=dtype)
+
+
+def _eager(name):
+    from . import ops
+    return getattr(ops, name)
+
+
+def _materialize(t, array) -> None:
+    """Turn pending ``t`` into a plain Tensor holding ``array`` (its autograd metadata is
+    set by the region's Function, as for any op's output)."""
+    t.__class__ = Tensor
+    d = t.__dict__
+    del d["_lz"]
+    d.pop("_requires_grad", None)
+    t._data = array
+
+
+# ---- regions ---------------------------------------------------------------------------------
+class _Region:
+    """The open chain of one thread: nodes as ``_fusion.FusedGraph`` nodes (kind, op, args,
+    extra), its inputs (tensors, their arrays and versions when read), its constants, and a
+    weak reference to each pending tensor."""
+
+    __slots__ = ("key", "shape", "dtype", "cls", "device", "grad", "nodes", "consts",
+                 "tensors", "arrays", "versions", "input_of", "refs", "rg", "done",
+                 "error", "__weakref__")
+
+    def __init__(self, key, shape, dtype, cls, device, grad) -> None:
+        self.key, self.shape, self.dtype, self.cls = key, shape, dtype, cls
+        self.device, self.grad = device, grad
+        self.nodes, self.consts = [], []
+        self.tensors, self.arrays, self.versions = [], [], []
+        self.input_of = {}  # id(tensor) -> node
+        self.refs = []      # (node, weakref to its pending tensor, summed)
+        self.rg = {}        # node -> requires grad (op time)
+        self.done = False
+        self.error = None   # why its flush failed
+
+    def input(self, t, kind) -> int:
+        n = self.input_of.get(id(t))
+        if n is None:
+            self.nodes.append((kind, "input", (), len(self.tensors)))
+            n = self.input_of[id(t)] = len(self.nodes) - 1
+            self.tensors.append(t)
+            self.arrays.append(t._data)
+            v = t._version
+            self.versions.append((v, v.value))
+        return n
+
+    def const(self, value) -> int:
+        self.nodes.append(("T", "const", (), len(self.consts)))
+        self.consts.append(value)
+        return len(self.nodes) - 1
+
+
+class _State:
+    """A thread's open regions, one per (shape, dtype, device, grad mode), oldest first."""
+
+    __slots__ = ("regions",)
+
+    def __init__(self) -> None:
+        self.regions = {}
+
+
+def is_fusing() -> bool:
+    """True while the calling thread is inside :func:`fusing`."""
+    return getattr(_tls, "st", None) is not None
+
+
+# ---- the lazy apply ---------------------------------------------------------------------------
+_UNARY = frozenset(("neg", "exp", "log", "sin", "cos", "sqrt", "tanh", "sigmoid", "relu"))
+_NUMBER = (float, int)
+
+
+def _lazy(st, op, args):
+    """The pending result of ``op`` on ``args``, or None when it cannot be fused."""
+    if op in _UNARY:
+        if len(args) != 1:
+            return None
+        operands = args
+    elif op == "add" or op == "sub":
+        if not 2 <= len(args) <= 3 or (len(args) == 3 and not (
+                args[2].__class__ in _NUMBER and args[2] == 1)):
+            return None
+        operands = args[:2]
+    elif op == "mul" or op == "div":
+        if len(args) != 2:
+            return None
+        operands = args
+    elif op == "pow":
+        if len(args) != 2 or args[1].__class__ not in _NUMBER or \
+                not isinstance(args[0], Tensor):
+            return None
+        operands = args
+    elif op == "where":
+        if len(args) != 3:
+            return None
+        c = args[0]
+        if c.__class__ is not Tensor or c._data.dtype != np.bool_:
+            return None
+        operands = args
+    else:  # pragma: no cover - the table and _OPS agree
+        return None
+    # operands: one float dtype, one device; shapes broadcast
+    dtype = cls = dev = None
+    shapes = []
+    rg = False
+    enabled = _state.enabled
+    others = None  # regions of pending operands: flushed if not the op's own region
+    for i, a in enumerate(operands):
+        if a.__class__ in _NUMBER:
+            continue
+        if not isinstance(a, Tensor):
+            return None
+        if a.__class__ is _Pending:
+            r, _, summed, pshape = a.__dict__["_lz"]
+            if summed:  # a sum ends a chain: the op computes it first
+                return None
+            others = (r,) if others is None else others + (r,)
+            shapes.append(pshape)
+            dt, c, d = r.dtype, r.cls, r.key[2]
+        else:
+            arr = a._data
+            shapes.append(arr.shape)
+            c = arr.__class__
+            d = None if c is np.ndarray else arr.device.id
+            if op == "where" and i == 0:  # the condition: a bool mask on the same device
+                if (cls is not None and c is not cls) or (dev is not None and d != dev):
+                    return None
+                cls, dev = c, d
+                continue
+            dt = arr.dtype
+            if enabled and a._base is not None:
+                _function._refresh_view(a)
+        if dtype is None:
+            if dt not in _FLOATS:
+                return None
+            dtype = dt
+        elif dt != dtype:
+            return None
+        if (cls is not None and c is not cls) or (dev is not None and d != dev):
+            return None
+        cls = c
+        if d is not None:
+            dev = d
+        if enabled and not rg and a._requires_grad:
+            rg = True
+    if dtype is None:
+        return None
+    shape = shapes[0]
+    for s in shapes[1:]:
+        if s != shape:
+            try:
+                shape = np.broadcast_shapes(*shapes)
+            except ValueError:
+                return None  # the eager op reports it
+            break
+    key = (shape, dtype, dev, enabled)
+    regions = st.regions
+    region = regions.get(key)
+    if region is not None and (region.done or len(region.nodes) >= _MAX_NODES):
+        flush(region)
+        region = None
+    if others is not None:  # operands pending in another region (another shape): compute
+        for r in others:
+            if r is not region:
+                flush(r)
+    if region is None:
+        if len(regions) >= _MAX_OPEN:
+            flush(next(iter(regions.values())))
+        device = operands[0].device if isinstance(operands[0], Tensor) else operands[1].device
+        region = regions[key] = _Region(key, shape, dtype, cls, device, enabled)
+    node_args = []
+    for i, a in enumerate(operands):
+        if a.__class__ in _NUMBER:
+            node_args.append(region.const(float(a)))
+        elif a.__class__ is _Pending:  # of this region (the flushes above made others real)
+            if a.__dict__["_lz"][0] is not region:
+                _flush_of(a)  # its region's flush failed: raises, saying why
+            node_args.append(a.__dict__["_lz"][1])
+        else:
+            node_args.append(region.input(a, "bool" if op == "where" and i == 0 else "T"))
+    region.nodes.append((_fusion._OPS[op].kind, op, tuple(node_args), None))
+    n = len(region.nodes) - 1
+    if rg:
+        region.rg[n] = True
+    stats["ops"] += 1
+    return _pending(region, n, False, shape, rg)
+
+
+def _pending(region, n, summed, shape, rg):
+    t = _new(_Pending)
+    t._version = _Version()
+    d = t.__dict__
+    d["_lz"] = (region, n, summed, shape)
+    if rg:
+        d["_requires_grad"] = True
+    region.refs.append((n, weakref.ref(t), summed))
+    return t
+
+
+def _lazy_sum(t, mean):
+    """The pending full sum (or mean) of pending ``t``, or None (then computed eagerly)."""
+    st = getattr(_tls, "st", None)
+    region, n, summed, shape = t.__dict__["_lz"]
+    if st is None or region is not st.regions.get(region.key) or summed or \
+            region.grad != _state.enabled \
+            or len(region.nodes) >= _MAX_NODES:
+        return None
+    rg = region.rg.get(n, False)
+    if mean:  # sum(x * (1/n)): within rounding of eager's sum(x) / n
+        count = Size(shape).numel()
+        if count == 0:
+            return None
+        region.nodes.append(("T", "mul", (n, region.const(1.0 / count)), None))
+        n = len(region.nodes) - 1
+        if rg:
+            region.rg[n] = True
+    stats["ops"] += 1
+    return _pending(region, n, True, (), rg)
+
+
+def _make_apply(cls, op):
+    def apply(klass, *args, **kwargs):
+        st = getattr(_tls, "st", None)
+        if st is not None and not kwargs and klass is cls and not _function._fw_enabled:
+            out = _lazy(st, op, args)
+            if out is not None:
+                return out
+            stats["fallbacks"] += 1
+        return _originals[cls].__func__(klass, *args, **kwargs)
+    apply.__doc__ = "``apply``, lazy inside ``gpugrad._lazy.fusing`` (see gpugrad._lazy)."
+    return classmethod(apply)
+
+
+_install_lock = threading.Lock()
+_installed = {"depth": 0, "saved": []}
+_originals = {}  # class -> its apply when installed (what a fallback runs)
+_lazy_applies = {}  # class -> its lazy apply (made once)
+
+
+def _install() -> None:
+    with _install_lock:
+        _installed["depth"] += 1
+        if _installed["depth"] > 1:
+            return
+        if not _lazy_applies:
+            from .ops import elementwise
+            for name, op in _fusion.FUNCTION_OPS.items():
+                cls = getattr(elementwise, name)
+                _lazy_applies[cls] = _make_apply(cls, op)
+        saved = _installed["saved"] = []
+        for cls, lazy in _lazy_applies.items():
+            own = cls.__dict__.get("apply")
+            saved.append((cls, own))
+            _originals[cls] = cls.apply
+            cls.apply = lazy
+
+
+def _uninstall() -> None:
+    with _install_lock:
+        _installed["depth"] -= 1
+        if _installed["depth"] > 0:
+            return
+        for cls, own in _installed["saved"]:
+            if own is None:
+                del cls.apply
+            else:
+                cls.apply = own
+        _installed["saved"] = []
+
+
+class fusing:
+    """Context manager: elementwise chains run by the calling thread become lazy and fuse
+    (see the module docstring). The open region is flushed on a normal exit; after an
+    exception it stays pending (its tensors compute when read)."""
+
+    def __enter__(self):
+        self._prev = getattr(_tls, "st", None)
+        _install()
+        _tls.st = _State()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        st = _tls.st
+        try:
+            regions = list(st.regions.values())
+            if exc_type is None:
+                for region in regions:
+                    flush(region)
+            st.regions.clear()
+        finally:
+            _tls.st = self._prev
+            _uninstall()
+
+
+# ---- the flush --------------------------------------------------------------------------------
+_graphs: dict = {}  # structure -> FusedGraph (its programs cached on it)
+
+
+def flush(region) -> None:
+    """Compute ``region``: one forward kernel, and one autograd node for its backward."""
+    if region.done:
+        return
+    region.done = True
+    st = getattr(_tls, "st", None)
+    if st is not None and st.regions.get(region.key) is region:
+        del st.regions[region.key]
+    try:
+        _compute(region)
+    except BaseException as e:
+        region.error = f"{type(e).__name__}: {e}"
+        raise
+
+
+def _compute(region) -> None:
+    outs, objs, reduce = [], [], []
+    for n, ref, summed in region.refs:
+        t = ref()
+        if t is not None and t.__class__ is _Pending:
+            outs.append(n)
+            objs.append(t)
+            reduce.append(summed)
+    if not outs:
+        return
+    nodes = region.nodes
+    live, stack = set(), list(outs)
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(nodes[n][2])
+    order = sorted(live)
+    pos = {n: i for i, n in enumerate(order)}
+    key = [region.dtype.char]
+    inputs, consts = [], []
+    for n in order:
+        kind, op, args, extra = nodes[n]
+        if op == "input":
+            inputs.append(extra)
+        elif op == "const":
+            consts.append(region.consts[extra])
+        key.append((kind, op, tuple([pos[a] for a in args])))
+    key.append(tuple([(pos[n], r) for n, r in zip(outs, reduce)]))
+    key = tuple(key)
+    graph = _graphs.get(key)
+    if graph is None:
+        graph = _build_graph(key)
+        if len(_graphs) > 1024:
+            _graphs.clear()
+        _graphs[key] = graph
+    for j in inputs:
+        counter, version = region.versions[j]
+        if counter.value != version:
+            t = region.tensors[j]
+            raise RuntimeError(
+                f"fused elementwise chain: an input ({t.dtype.name} {list(t.shape)}) was "
+                "modified in place after an elementwise op read it and before that op's "
+                "result was used; inside gpugrad.compile elementwise results are computed "
+                "when first used. Use the result before modifying its inputs in place (or "
+                "clone the input), or compile with fuse=False.")
+    plan = _Plan(graph, [region.arrays[j] for j in inputs], consts, objs,
+                 [region.rg.get(n, False) for n in outs], [nodes[n] for n in order], pos,
+                 key[-1])
+    tensors = [region.tensors[j] for j in inputs]
+    prev = _state.enabled
+    _state.enabled = region.grad
+    try:
+        _region_fn().apply(plan, *tensors)
+    finally:
+        _state.enabled = prev
+    stats["regions"] += 1
+    for t, rg in zip(objs, plan.rg):
+        if not rg and t.__dict__.get("grad_fn") is not None:  # independent of every input
+            t.grad_fn, t._requires_grad = None, False        # that requires grad: as eager
+
+
+def _build_graph(key):
+    g = _fusion.FusedGraph()
+    for kind, op, args in key[1:-1]:
+        if op == "input":
+            g.input(kind)
+        elif op == "const":
+            g.const(0.0)  # its value is a kernel parameter
+        else:
+            g.op(op, *args)
+    for n, summed in key[-1]:
+        g.output(n, "sum" if summed else None)
+    return g
+
+
+class _Plan:
+    """What a flush hands to the region's Function: the graph, input arrays, constants, the
+    pending outputs, and the pruned nodes (to replay the chain eagerly for double backward)."""
+
+    __slots__ = ("graph", "arrays", "consts", "outs", "rg", "nodes", "pos", "out_pos")
+
+    def __init__(self, graph, arrays, consts, outs, rg, nodes, pos, out_pos) -> None:
+        self.graph, self.arrays, self.consts, self.outs = graph, arrays, consts, outs
+        self.rg, self.nodes, self.pos, self.out_pos = rg, nodes, pos, out_pos
+
+
+_REGION_FN = []
+
+
+def _region_fn():
+    """The Function class of a flushed region (made on first use: autograd imports late)."""
+    if _REGION_FN:
+        return _REGION_FN[0]
+    from .autograd.function import Function
+
+    class FusedRegion(Function):
+        """A fused elementwise chain: forward and backward, one generated kernel each."""
+
+        @staticmethod
+        def forward(ctx, plan, *inputs):
+            graph, arrays, consts = plan.graph, plan.arrays, plan.consts
+            need = ctx.needs_input_grad[1:]
+            wrt = tuple(i for i, (nd, a) in enumerate(zip(need, arrays))
+                        if nd and a.dtype != np.bool_)
+            ctx.vg = None
+            if wrt and arrays[0].__class__ is np.ndarray and len(plan.out_pos) == 1 and \
+                    plan.out_pos[0][1]:
+                # A loss (one summed output) on NumPy, which is bound by computation, not
+                # memory: its gradient comes from the forward's own pass (one kernel for
+                # value and gradient), instead of recomputing the chain in backward (which a
+                # GPU, bound by memory, prefers).
+                res = graph.program("value_and_grad", wrt)(*arrays, *consts)
+                ctx.vg = [_fusion._sum_to(r, arrays[i].shape) for i, r in zip(wrt, res[1:])]
+                res = res[:1]
+            else:
+                res = graph.program("forward")(*arrays, *consts)
+            stats["forward_launches"] += 1
+            for t, r in zip(plan.outs, res):
+                _materialize(t, r)
+            if wrt:
+                ctx.plan_ = (graph, consts, [a.shape for a in arrays], plan.nodes, plan.pos,
+                             plan.out_pos, wrt)
+                ctx.save_for_backward(*inputs)
+            outs = tuple(plan.outs)
+            plan.outs = None  # the node must not keep its outputs alive
+            return outs
+
+        @staticmethod
+        def backward(ctx, *gys):
+            graph, consts, shapes, nodes, pos, out_pos, wrt = ctx.plan_
+            inputs = ctx.saved_tensors
+            if _state.enabled:  # create_graph=True: differentiate the chain replayed eagerly
+                return (None, *_replay_backward(nodes, pos, out_pos, consts, inputs, gys,
+                                                ctx.needs_input_grad[1:]))
+            grads = [None] * len(inputs)
+            vg, ctx.vg = ctx.vg, None  # given away once: the engine may sum into them
+            if vg is not None:
+                gy = gys[0]._data
+                for i, r in zip(wrt, vg):
+                    grads[i] = Tensor._make(r if gy == 1 else r * gy)
+                return (None, *grads)
+            res = graph.program("backward", wrt)(*[t._data for t in inputs], *consts,
+                                                 *[g._data for g in gys])
+            stats["backward_launches"] += 1
+            for i, r in zip(wrt, res):
+                grads[i] = Tensor._make(_fusion._sum_to(r, shapes[i]))
+            return (None, *grads)
+
+    _REGION_FN.append(FusedRegion)
+    return FusedRegion
+
+
+def _replay_backward(nodes, pos, out_pos, consts, inputs, gys, need):
+    """Gradients of the inputs, recorded (create_graph=True): the chain recomputed eagerly
+    from the inputs with the ordinary ops, then differentiated by autograd."""
+    from .autograd import grad as _grad
+    from .ops import elementwise as E
+    fns = {"add": lambda a, b: E.Add.apply(a, b, 1), "sub": lambda a, b: E.Sub.apply(a, b, 1),
+           "mul": E.Mul.apply, "div": E.Div.apply, "pow": E.Pow.apply, "where": E.Where.apply}
+    st, _tls.st = getattr(_tls, "st", None), None  # eager ops, not lazy ones
+    try:
+        vals, ci, ii = [], 0, 0
+        for kind, op, args, extra in nodes:
+            if op == "input":
+                vals.append(inputs[ii])
+                ii += 1
+            elif op == "const":
+                vals.append(consts[ci])
+                ci += 1
+            elif op in fns:
+                vals.append(fns[op](*[vals[pos[a]] for a in args]))
+            else:
+                vals.append(getattr(E, op.capitalize()).apply(*[vals[pos[a]] for a in args]))
+        outs = [vals[j].sum() if summed else vals[j] for j, summed in out_pos]
+        wrt = [t for t, n in zip(inputs, need) if n]
+        got = _grad(outs, wrt, gys, create_graph=True, allow_unused=True)
+    finally:
+        _tls.st = st
+    it = iter(got)
+    return tuple(next(it) if n else None for n in need)
+
