@@ -270,6 +270,7 @@ class _Translator:
     def __init__(self, kdef, err):
         self.k, self.err = kdef, err
         self.env = {}  # name -> (kind, uniform, deps) of what it holds now
+        self.constants = {}  # literal text of a T(...) -> the twin's local name for it
         for name, scalar in kdef.inputs:
             self.env[name] = ("bool" if name in kdef.masks else "T", scalar,
                               frozenset() if scalar else frozenset([name]))
@@ -282,6 +283,16 @@ class _Translator:
             inner = self.lit(node[2])
             return None if inner is None else (node[1] + inner).lstrip("+")
         return None
+
+    def constant(self, lit: str) -> str:
+        """The twin's name for ``T(lit)``: a 0-d array of T, made once per dtype (see
+        ``_constant``), bound at the top of the twin. NumPy 2 takes ~1 us longer per ufunc
+        call to convert a Python float (weak-scalar promotion) than to read a 0-d array of
+        the right dtype: on the small arrays of eager code that is a third of the call."""
+        name = self.constants.get(lit)
+        if name is None:
+            name = self.constants[lit] = f"_k{len(self.constants)}"
+        return name
 
     def emit(self, node):
         """-> (python source, kind, uniform, deps); deps: the arrays a value depends on
@@ -304,7 +315,7 @@ class _Translator:
         if tag == "cast":
             lit = self.lit(node[1])
             if lit is not None:
-                return lit, "T", True, frozenset()
+                return self.constant(lit), "T", True, frozenset()
             src, _, uniform, deps = self.emit(node[1])
             return f"_T({src})", "T", uniform, deps
         if tag == "unary":
@@ -321,6 +332,11 @@ class _Translator:
             deps = None if ld is None or rd is None else ld | rd
             uniform = lu and ru
             if op in _ARITH:
+                # An int literal beside a T is a T in C (1 - y*y): bind it as a constant
+                if lk == "int" and rk == "T" and self.lit(node[2]) is not None:
+                    ls, lk = self.constant(self.lit(node[2])), "T"
+                elif rk == "int" and lk == "T" and self.lit(node[3]) is not None:
+                    rs, rk = self.constant(self.lit(node[3])), "T"
                 if op == "/" and lk != "T" and rk != "T":
                     self.err("integer division (C truncates it, Python does not): make one "
                              "side a T, e.g. T(1) / 2", self.line_of(node))
@@ -500,6 +516,7 @@ class _Translator:
         full = tuple(self.env[o][2] == arrays for o in k.outputs)
         lines.append(f"        return {', '.join(k.outputs)}")
         lines += into + ["    return _out"]
+        lines[2:2] = [f"    {name} = _constant(_T, {lit})" for lit, name in self.constants.items()]
         return "\n".join(lines) + "\n", full
 
 
@@ -751,7 +768,21 @@ def _rsqrt(x):
     return 1 / np.sqrt(x)
 
 
-_TWIN_GLOBALS = {"xp": np, "_erf": erf, "_rsqrt": _rsqrt, "__builtins__": {}}
+_CONSTANTS: dict = {}
+
+
+def _constant(T, value):
+    """``value`` as a 0-d array of scalar type ``T`` (cached): a twin's ``T(literal)``."""
+    key = (T, value)
+    c = _CONSTANTS.get(key)
+    if c is None:
+        with np.errstate(all="ignore"):  # T(1e30) of a half is inf, as in CUDA
+            c = _CONSTANTS[key] = np.array(value, dtype=T)
+    return c
+
+
+_TWIN_GLOBALS = {"xp": np, "_erf": erf, "_rsqrt": _rsqrt, "_constant": _constant,
+                 "__builtins__": {}}
 
 
 # ---- the arrays -----------------------------------------------------------------------------------

@@ -103,8 +103,10 @@ def _add_to_buffer(buf, nr, g, owned):
         buf[nr] = [g, owned]
         return
     old = slot[0]
-    if slot[1] and not _state.enabled and old.shape == g.shape and old.dtype is g.dtype:
-        old._data += g._data  # ours alone: sum in place
+    a, b = old._data, g._data
+    if slot[1] and not _state.enabled and a.shape == b.shape and a.dtype == b.dtype \
+            and a.__class__ is b.__class__:
+        a += b  # ours alone: sum in place
     else:
         slot[0] = old + g
         slot[1] = True
@@ -241,7 +243,10 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
             if needed is not None and node not in needed:
                 continue
 
-            incoming = [s and s[0] for s in buf]
+            if len(buf) == 1:  # one output (most nodes): no comprehension frame (3.11)
+                incoming = [None if buf[0] is None else buf[0][0]]
+            else:
+                incoming = [s and s[0] for s in buf]
             out = anomaly_mode.run_node(node, incoming) if anomaly else node._apply(incoming)
             if node._post_hooks:
                 for hook in tuple(node._post_hooks.values()):

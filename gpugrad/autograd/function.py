@@ -131,6 +131,9 @@ class BackwardNode(Node):
         checked against in-place changes."""
         saved = self._saved
         if saved is not None and not self._in_jvp:  # the backward of a recorded node
+            if len(saved) == 2:  # the commonest (binary ops, unary ones): no comprehension
+                a, b = saved
+                return (a if a is None else a.unpack(self), b if b is None else b.unpack(self))
             return tuple([s if s is None else s.unpack(self) for s in saved])
         if self._in_jvp and self._to_save_fw is not None:
             return tuple(self._to_save_fw)
@@ -182,6 +185,10 @@ class BackwardNode(Node):
                 raise RuntimeError(
                     f"function {self.name()} returned an incorrect number of gradients "
                     f"(expected {n_args}, got {len(out)})")
+        if len(positions) == 1:  # (no comprehension: each costs a frame on Python 3.11)
+            return [out[positions[0]]]
+        if len(positions) == 2:
+            return [out[positions[0]], out[positions[1]]]
         return [out[p] for p in positions]
 
     def _release(self) -> None:
