@@ -163,14 +163,18 @@ class Expand(Function):
         a = x._data
         if a.shape == shape:  # a plain view
             return make(a[...])
-        xp = xp_of(a)
-        out = xp.broadcast_to(a, shape)
-        if xp is np:  # (CuPy arrays have no writeable flag: they are always writable)
+        if a.__class__ is np.ndarray:
             # NumPy's broadcast views are read-only; torch's (and CuPy's) are not: writing
             # through a non-overlapping view of it (``z[0] = 5``) reaches the base. Writes
-            # that would overlap are refused by check_inplace, as torch refuses them.
-            out = _as_strided(a, shape, out.strides)
-        return make(out)
+            # that would overlap are refused by check_inplace, as torch refuses them. So the
+            # view is made with as_strided, from the strides a broadcast gives (0 on new and
+            # stretched dimensions; ``expand`` checked the shapes), in one call.
+            lead = len(shape) - a.ndim
+            strides = [0] * lead
+            for n, st, size in zip(a.shape, a.strides, shape[lead:]):
+                strides.append(0 if n == 1 and size != 1 else st)
+            return make(_as_strided(a, shape, strides))
+        return make(xp_of(a).broadcast_to(a, shape))
 
     jvp = _rules.linear()
 
