@@ -33,7 +33,11 @@ Reductions: an output may be ``.sum()`` of an elementwise value (all elements, a
 the kernel computes the elementwise value and a reduction follows (NumPy: summed chunk by chunk
 inside the twin, no full-size array written; CuPy: ``cupy.sum``). Under
 :meth:`FusedFunction.value_and_grad` the gradient of such a sum is elementwise, so value and
-gradient come from ONE pass (W2: one kernel and one reduction).
+gradient come from ONE pass (W2: one kernel and one reduction). :meth:`FusedKernel.reduce_call`
+runs a program with summed outputs as ONE CUDA kernel that sums as it goes (per-thread sums in
+double, a block reduction, one atomic per block; see ``_raw_reduce_source``): no full-size
+value is written and read back. ``gpugrad._lazy`` uses it for ``loss.backward()`` of a fused
+loss.
 
 Not supported: ops outside ``_OPS`` (a :class:`FusionError` names the op), reductions other
 than a full sum at the end, gradients of gradients (the fused backward is not recorded).
@@ -53,7 +57,9 @@ import numpy as np
 from . import _kernels
 
 __all__ = ["FusionError", "FUNCTION_OPS", "FusedGraph", "FusedKernel", "FusedFunction", "fuse",
-           "ops", "cache_info", "cache_clear", "cache_dir", "w2_chain_loss", "w2_fused_step"]
+           "ops", "cache_info", "cache_clear", "cache_dir", "w2_chain_loss", "w2_fused_step",
+           "REDUCE_THREADS", "reduce_kernel_name", "reduce_launch", "reduce_arguments",
+           "blocks_per_sm"]
 
 _VERSION = 1
 # Disk entries are keyed by this file's content too: a changed generator never reads old code.
@@ -423,6 +429,198 @@ def _raw_source(name, params, outs, body):
         "}", ""])
 
 
+REDUCE_THREADS = 256    # threads per block of the reduce kernel (a multiple of 32, <= 1024)
+_REDUCE_VEC = {"float": ("float4", 4), "double": ("double2", 2)}  # 16-byte vector accesses
+_REDUCE_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+# double atomicAdd is native from sm_60 (H100: sm_90); older GPUs get the CAS loop of the CUDA
+# programming guide. Guarded: several generated kernels may share one translation unit.
+_ATOMIC_ADD = """#ifndef GPUGRAD_ATOMIC_ADD_F64
+#define GPUGRAD_ATOMIC_ADD_F64
+__device__ __forceinline__ double gpugrad_atomic_add_f64(double* a, double v) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 600
+  return atomicAdd(a, v);
+#else
+  unsigned long long* p = reinterpret_cast<unsigned long long*>(a);
+  unsigned long long old = *p, assumed;
+  do {
+    assumed = old;
+    old = atomicCAS(p, assumed, __double_as_longlong(v + __longlong_as_double(assumed)));
+  } while (assumed != old);
+  return __longlong_as_double(old);
+#endif
+}
+#endif"""
+
+
+def reduce_kernel_name(name: str, ctype: str) -> str:
+    """The name of the reduce kernel of program ``name`` for C type ``ctype``."""
+    return f"{name}_sum_{ctype[0]}"
+
+
+def _raw_reduce_source(name, params, outs, body, ctype="float"):
+    """ONE grid-stride kernel for a program with summed outputs (a loss's value_and_grad):
+    it reads each input once, writes each elementwise output once (the gradients), and sums
+    each summed output in the same pass, so no full-size value is written and read back.
+
+    The sums: each element's value is computed in T (rounded as eager computes it), then
+    added to a per-thread partial sum in **double**; warp shuffles and shared memory sum a
+    block's partials; one double ``atomicAdd`` per block and summed output goes into the
+    workspace ``ws`` (K doubles, then an unsigned counter); the last block to finish (a
+    ticket from the counter, after a fence) writes each sum rounded to T into its 0-d output.
+    Why double and not Kahan in float: summing N terms in double has a relative error below
+    N * 2**-53 of the sum of their magnitudes (2**26 terms: < 7.5e-9), well under float32's
+    half ulp (6e-8), so the float32 result is the exact sum of the float32 terms to within
+    about one ulp, whatever the order of the atomics; a float64 chain's sums get the usual
+    double rounding (the atomics' order varies from run to run in the last bits, as
+    ``cupy.sum``'s need not). ``ws`` must be zero at launch: the caller zeroes it with a
+    memset on the same stream (no host synchronisation: the launch can be captured in a
+    CUDA graph). Arrays: contiguous, of one shape, 16-byte aligned; 16-byte vector accesses
+    (float4 / double2) and a scalar loop for the tail. Launch with REDUCE_THREADS threads."""
+    vec, width = _REDUCE_VEC[ctype]
+    k = reduce_kernel_name(name, ctype)
+    arrays = [(p, kd) for p, kd in params if kd != "scalar"]
+    scalars = [p for p, kd in params if kd == "scalar"]
+    summed = [o for o, r in outs if r]
+    elem = [o for o, r in outs if not r]
+    nsum = len(summed)
+    fargs = [f"const {'bool' if kd == 'bool' else ctype} {p}" for p, kd in arrays]
+    fargs += [f"const {ctype} {p}" for p in scalars]
+    fargs += [f"{ctype}& {o}" for o, _ in outs]
+    call = ", ".join([p for p, _ in arrays] + scalars + [o for o, _ in outs])
+    kargs = [f"const {'bool' if kd == 'bool' else ctype}* __restrict__ p_{p}"
+             for p, kd in arrays]
+    kargs += [f"const {ctype} {p}" for p in scalars]
+    kargs += [f"{ctype}* __restrict__ p_{o}" for o, _ in outs]
+    kargs += ["double* __restrict__ ws", "const long long n"]
+    vec_pre = [f"    const {vec} v_{p} = reinterpret_cast<const {vec}*>(p_{p})[q];"
+               for p, kd in arrays if kd != "bool"]
+    vec_loads = [f"      const bool {p} = p_{p}[{width} * q + j];" if kd == "bool" else
+                 f"      const {ctype} {p} = reinterpret_cast<const {ctype}*>(&v_{p})[j];"
+                 for p, kd in arrays]
+    scal_loads = [f"    const {'bool' if kd == 'bool' else ctype} {p} = p_{p}[i];"
+                  for p, kd in arrays]
+    decl = [f"{ctype} {o};" for o, _ in outs]
+    acc = [f"r{j}_ += (double){o};" for j, o in enumerate(summed)]
+    body_c = "\n".join("  " + line for line in body.splitlines())
+    shfl = "r{j}_ += __shfl_down_sync(0xffffffffu, r{j}_, o);"
+    reduce = []
+    for j in range(nsum):
+        reduce += [
+            "  #pragma unroll",
+            f"  for (int o = 16; o > 0; o >>= 1) {shfl.format(j=j)}",
+            f"  if (lane == 0) sh{j}_[warp] = r{j}_;"]
+    final = []
+    for j in range(nsum):
+        final += [
+            f"    r{j}_ = lane < nwarps ? sh{j}_[lane] : 0.0;",
+            "    #pragma unroll",
+            f"    for (int o = 16; o > 0; o >>= 1) {shfl.format(j=j)}",
+            f"    if (lane == 0) gpugrad_atomic_add_f64(ws + {j}, r{j}_);"]
+    last = [f"        p_{o}[0] = ({ctype})gpugrad_atomic_add_f64(ws + {j}, 0.0);"
+            for j, o in enumerate(summed)]
+    return "\n".join([
+        _ATOMIC_ADD,
+        f"__device__ __forceinline__ void {k}_body({', '.join(fargs)}) {{",
+        f"  typedef {ctype} T;",
+        body_c, "}",
+        f'extern "C" __global__ void {k}({", ".join(kargs)}) {{',
+        "  const long long stride = (long long)blockDim.x * gridDim.x;",
+        "  const long long tid = blockIdx.x * (long long)blockDim.x + threadIdx.x;",
+        *[f"  double r{j}_ = 0.0;" for j in range(nsum)],
+        f"  const long long nv = n / {width};",
+        "  #pragma unroll 2",
+        "  for (long long q = tid; q < nv; q += stride) {",
+        *vec_pre, *[f"    {vec} w_{o};" for o in elem],
+        "    #pragma unroll",
+        f"    for (int j = 0; j < {width}; ++j) {{",
+        *vec_loads, "      " + " ".join(decl),
+        f"      {k}_body({call});",
+        *["      " + a for a in acc],
+        *[f"      reinterpret_cast<{ctype}*>(&w_{o})[j] = {o};" for o in elem],
+        "    }",
+        *[f"    reinterpret_cast<{vec}*>(p_{o})[q] = w_{o};" for o in elem],
+        "  }",
+        f"  for (long long i = {width} * nv + tid; i < n; i += stride) {{",
+        *scal_loads, "    " + " ".join(decl),
+        f"    {k}_body({call});",
+        *["    " + a for a in acc],
+        *[f"    p_{o}[i] = {o};" for o in elem],
+        "  }",
+        "  // the block's sums: warp shuffles, then one value per warp in shared memory",
+        *[f"  __shared__ double sh{j}_[32];" for j in range(nsum)],
+        "  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;",
+        "  const int nwarps = (blockDim.x + 31) >> 5;",
+        *reduce,
+        "  __syncthreads();",
+        "  if (warp == 0) {",
+        *final,
+        "    if (lane == 0) {",
+        "      __threadfence();  // this block's sums are visible before its ticket",
+        f"      unsigned int* count = reinterpret_cast<unsigned int*>(ws + {nsum});",
+        "      if (atomicAdd(count, 1u) == gridDim.x - 1) {  // the last block: all sums are in",
+        *last,
+        "      }",
+        "    }",
+        "  }",
+        "}", ""])
+
+
+def blocks_per_sm(num_regs: int, threads: int = REDUCE_THREADS) -> int:
+    """Blocks of ``threads`` threads resident on one multiprocessor for a kernel using
+    ``num_regs`` registers per thread (sm_70 to sm_90: 64K registers, allocated per warp in
+    units of 256; at most 2048 threads and 32 blocks): the reduce kernel's grid is one such
+    full wave, so that no block waits for a second wave and few atomics are needed."""
+    per_warp = -(-max(int(num_regs), 1) * 32 // 256) * 256
+    return max(1, min(65536 // (per_warp * (threads // 32)), 2048 // threads, 32))
+
+
+def reduce_launch(kernel, args, sm_count: int, per_sm: int = 2048 // REDUCE_THREADS):
+    """CPU-side plan of ``kernel``'s reduce kernel for ``args`` (arrays, NumPy or CuPy, and
+    numbers as :meth:`FusedKernel.__call__` takes them): ``(ctype, shape, dtype, n, grid)``,
+    or None where the kernel does not apply (then the ElementwiseKernel and ``sum`` run):
+    no summed output, an array of another shape (broadcast) or dtype, not contiguous, or not
+    16-byte aligned. ``grid``: enough blocks of REDUCE_THREADS threads for one vector per
+    thread, at most ``per_sm`` (:func:`blocks_per_sm`) per multiprocessor: one wave, the
+    grid-stride loop doing the rest."""
+    if not any(r for _, r in kernel.outs):
+        return None
+    arrays = [a for (p, k), a in zip(kernel.params, args) if k != "scalar"]
+    floats = [a for (p, k), a in zip(kernel.params, args) if k == "T"]
+    if not floats:
+        return None
+    dt = floats[0].dtype
+    ctype = _REDUCE_CTYPE.get(dt)
+    if ctype is None:
+        return None
+    shape = arrays[0].shape
+    for (p, k), a in zip(kernel.params, args):
+        if k == "scalar":
+            continue
+        if a.shape != shape or not a.flags.c_contiguous or _address(a) % 16 or \
+                a.dtype != (np.bool_ if k == "bool" else dt):
+            return None
+    n = math.prod(shape)
+    width = _REDUCE_VEC[ctype][1]
+    units = n // width + n % width
+    grid = max(1, min((units + REDUCE_THREADS - 1) // REDUCE_THREADS,
+                      max(1, per_sm) * max(1, sm_count)))
+    return ctype, shape, dt, n, grid
+
+
+def reduce_arguments(kernel, args, outs, ws, n, dtype) -> tuple:
+    """The reduce kernel's arguments: the arrays in parameter order, the numbers as
+    ``dtype`` scalars, the outputs (0-d for a summed one), the workspace, ``n``."""
+    kargs = [a for (p, k), a in zip(kernel.params, args) if k != "scalar"]
+    kargs += [dtype.type(a) for (p, k), a in zip(kernel.params, args) if k == "scalar"]
+    return tuple(kargs + list(outs) + [ws, np.int64(n)])
+
+
+def _address(a) -> int:
+    data = a.data
+    return data.ptr if hasattr(data, "ptr") else a.__array_interface__["data"][0]
+
+
 # ---- code generation: NumPy ---------------------------------------------------------------------
 _UFUNC = {"exp": "np.exp", "log": "np.log", "sin": "np.sin", "cos": "np.cos",
           "tanh": "np.tanh", "sqrt": "np.sqrt", "fabs": "np.abs", "abs": "np.abs",
@@ -664,6 +862,7 @@ class FusedKernel:
         exec(compile(python_source, f"<fused kernel {name}>", "exec"), ns)
         self.twin = ns[name]
         self._ew = self._raw = None
+        self._reduce = {}  # C type -> (reduce RawKernel, blocks per SM) (see reduce_call)
         self._lock = threading.Lock()
         self.launches = 0  # kernel runs (tests count them)
 
@@ -732,7 +931,51 @@ class FusedKernel:
                 ie += 1
         return tuple(res)
 
+    def reduce_source(self, ctype: str = "float") -> str:
+        """CUDA source of this program as ONE kernel that also sums its summed outputs
+        (``_raw_reduce_source``; ``ctype`` "float" or "double")."""
+        return _raw_reduce_source(self.name, self.params, self.outs, self.cuda_operation, ctype)
+
+    def reduce_call(self, *args):
+        """As calling the kernel, but on CuPy a program with summed outputs runs as ONE
+        kernel (:meth:`reduce_source`: no full-size value written, then read by a sum) where
+        :func:`reduce_launch` allows it, after a memset of its small workspace; no host
+        synchronisation. On NumPy the twin already sums chunk by chunk in its one pass."""
+        arrays = [a for (p, k), a in zip(self.params, args) if k != "scalar"]
+        if not arrays or isinstance(arrays[0], np.ndarray):
+            return self(*args)
+        import cupy
+        dt = next((a.dtype for (p, k), a in zip(self.params, args) if k == "T"), None)
+        ctype = _REDUCE_CTYPE.get(dt)
+        if ctype is None:
+            return self(*args)
+        kern, per_sm = self._reduce.get(ctype) or self._build_reduce(ctype)
+        plan = reduce_launch(self, args, _sm_count(arrays[0].device.id), per_sm)
+        if plan is None:
+            return self(*args)
+        ctype, shape, dt, n, grid = plan
+        outs = [cupy.empty(() if r else shape, dt) for _, r in self.outs]
+        ws = cupy.zeros(sum(1 for _, r in self.outs if r) + 1, np.float64)  # a memset
+        self.launches += 1
+        kern((grid,), (REDUCE_THREADS,), reduce_arguments(self, args, outs, ws, n, dt))
+        return tuple(outs)
+
     # ---- CuPy (awaits a GPU) -----------------------------------------------------------------
+    def _build_reduce(self, ctype):
+        """The reduce RawKernel for ``ctype`` (compiled now) and its resident blocks per SM."""
+        import cupy
+        with self._lock:
+            got = self._reduce.get(ctype)
+            if got is None:
+                kern = cupy.RawKernel(self.reduce_source(ctype),
+                                      reduce_kernel_name(self.name, ctype))
+                try:
+                    per_sm = blocks_per_sm(kern.attributes["num_regs"])
+                except Exception:  # an attribute CuPy does not report: a safe guess
+                    per_sm = 4
+                got = self._reduce[ctype] = (kern, per_sm)
+        return got
+
     def _build(self):
         with self._lock:
             if self._ew is None:
@@ -767,6 +1010,19 @@ class FusedKernel:
             outs = ew(*args)
             outs = list(outs) if isinstance(outs, tuple) else [outs]
         return tuple(o.sum() if r else o for o, (_, r) in zip(outs, self.outs))
+
+
+_SM_COUNT = {}
+
+
+def _sm_count(device_id) -> int:
+    """Multiprocessors of a CUDA device (asked once per device)."""
+    n = _SM_COUNT.get(device_id)
+    if n is None:
+        import cupy
+        n = _SM_COUNT[device_id] = int(
+            cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
+    return n
 
 
 # ---- the cache ----------------------------------------------------------------------------------

@@ -33,6 +33,17 @@ when :func:`fusing` exits. A flush:
 4. turns each output back into a plain :class:`Tensor` in place (``__class__`` assignment:
    the subclass adds no slots), holding the result and that node as its ``grad_fn``.
 
+``loss.backward()`` on a pending loss (a full sum, the only live output of its region) whose
+region reads only plain leaves among the tensors that require grad (no ``.grad`` yet, no
+hooks, not views), with the implicit seed (no ``gradient``, ``create_graph`` or ``inputs``),
+needs no engine: the flush runs the region's ``value_and_grad`` program, which gives the loss
+and each leaf's gradient at once, and the gradients become the leaves' ``.grad`` as
+AccumulateGrad would set them (:func:`_fast_backward`). On CuPy that program is ONE reduce
+kernel (``_fusion.FusedKernel.reduce_call``): W2's step reads x once and writes x.grad once.
+The loss then looks as after an ordinary backward: a plain tensor whose ``grad_fn`` is
+released (a second backward raises torch's error), or kept with ``retain_graph=True``.
+Any other case takes the ordinary path above.
+
 Semantics kept: values equal the eager ones within float tolerance; requires_grad and
 grad_fn as eager (one node instead of many); tensors saved for backward are version-checked.
 A region's inputs are read when it is flushed, not when its ops ran: an input changed in
@@ -64,9 +75,10 @@ _MAX_NODES = 64  # ops per region: a longer chain is split (bounded kernel size 
 _MAX_OPEN = 8    # open regions per thread (one per shape, dtype, device and grad mode)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
-# Counters for tests and benchmarks: regions flushed, kernels launched each way, ops fused.
+# Counters for tests and benchmarks: regions flushed, kernels launched each way, ops fused,
+# ops that fell back to eager, backward() calls run as one kernel (_fast_backward).
 stats = {"regions": 0, "forward_launches": 0, "backward_launches": 0, "ops": 0,
-         "fallbacks": 0}
+         "fallbacks": 0, "fast_backwards": 0}
 
 
 def reset_stats() -> None:
@@ -166,6 +178,17 @@ class _Pending(Tensor):
             if out is not None:
                 return out
         return _eager("mean")(self, dim, keepdim, dtype=dtype)
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False,
+                 inputs=None) -> None:
+        """As ``Tensor.backward``. A loss (a fused full sum) whose chain reads only plain
+        leaves among the tensors that require grad, differentiated with the implicit seed
+        of 1 (no ``gradient``, ``create_graph`` or ``inputs``), computes its value and the
+        leaves' gradients in ONE kernel (see :func:`_fast_backward`)."""
+        if gradient is None and not create_graph and inputs is None and \
+                _fast_backward(self, bool(retain_graph)):
+            return
+        Tensor.backward(self, gradient, retain_graph, create_graph, inputs)
 
 
 def _eager(name):
@@ -466,22 +489,75 @@ class fusing:
 _graphs: dict = {}  # structure -> FusedGraph (its programs cached on it)
 
 
-def flush(region) -> None:
-    """Compute ``region``: one forward kernel, and one autograd node for its backward."""
+def flush(region, fast: bool = False):
+    """Compute ``region``: one forward kernel, and one autograd node for its backward.
+    ``fast`` (from :func:`_fast_backward`): the kernel also computes the gradients of its
+    one summed output; returns the ``_Plan`` (its ``grads``), or None."""
     if region.done:
-        return
+        return None
     region.done = True
     st = getattr(_tls, "st", None)
     if st is not None and st.regions.get(region.key) is region:
         del st.regions[region.key]
     try:
-        _compute(region)
+        return _compute(region, fast)
     except BaseException as e:
         region.error = f"{type(e).__name__}: {e}"
         raise
 
 
-def _compute(region) -> None:
+def _plain_leaf(x) -> bool:
+    """True for a leaf whose AccumulateGrad would just take a fresh gradient as ``.grad``:
+    no ``.grad`` yet (else it accumulates), not a view, no hooks on it or on its node."""
+    if x.grad_fn is not None or x._base is not None or x._hooks or x._grad is not None:
+        return False
+    acc = x._grad_accumulator_if_exists()
+    return acc is None or not (acc._pre_hooks or acc._post_hooks or acc._tensor_hooks)
+
+
+def _fast_backward(t, retain_graph: bool) -> bool:
+    """``t.backward()`` of pending loss ``t`` as ONE kernel, when that is what the engine
+    would do: ``t`` is a full sum in a region recorded for autograd, no other tensor of that
+    region is alive (the loss is the region's only output), every input of the region that
+    requires grad is a plain leaf (:func:`_plain_leaf`), and neither forward-mode AD nor
+    anomaly mode is on. Then the region's ``value_and_grad`` kernel (on CuPy, the reduce
+    kernel: inputs read once, gradients written once, the sum reduced in the same pass)
+    gives the loss and each leaf's gradient, set as its ``.grad`` (as the engine's
+    AccumulateGrad sets a fresh gradient). ``t`` becomes a plain tensor with its
+    ``grad_fn``, released as after a backward (a second ``backward()`` raises torch's
+    error), or kept with ``retain_graph=True`` (a second backward then runs the region's
+    backward kernel and accumulates). Returns False otherwise (the ordinary backward then
+    runs; the region is computed, as any flush, only in the rare case where its Function
+    found nothing to differentiate)."""
+    d = t.__dict__
+    region, n, summed, _ = d["_lz"]
+    if not summed or region.done or not region.grad or not d.get("_requires_grad") or \
+            _function._fw_enabled or _anomaly_enabled():
+        return False
+    for _, ref, _ in region.refs:
+        o = ref()
+        if o is not None and o is not t and o.__class__ is _Pending:
+            return False  # another output: the ordinary flush and backward
+    for x in region.tensors:
+        if x._requires_grad and not _plain_leaf(x):
+            return False
+    plan = flush(region, fast=True)
+    if plan is None or plan.grads is None:  # computed as an ordinary flush: the engine runs
+        return False
+    for x, g in zip(plan.grad_inputs, plan.grads):
+        x._grad = Tensor._make(g)
+    if not retain_graph:
+        t.grad_fn._release()
+    stats["fast_backwards"] += 1
+    return True
+
+
+def _anomaly_enabled() -> bool:
+    from .autograd import anomaly_mode
+    return anomaly_mode._mode.enabled
+
+
+def _compute(region, fast=False):
     outs, objs, reduce = [], [], []
     for n, ref, summed in region.refs:
         t = ref()
@@ -490,7 +566,7 @@ def _compute(region) -> None:
             objs.append(t)
             reduce.append(summed)
     if not outs:
-        return
+        return None
     nodes = region.nodes
     live, stack = set(), list(outs)
     while stack:
@@ -530,6 +606,7 @@ def _compute(region) -> None:
     plan = _Plan(graph, [region.arrays[j] for j in inputs], consts, objs,
                  [region.rg.get(n, False) for n in outs], [nodes[n] for n in order], pos,
                  key[-1])
+    plan.fast = fast
     tensors = [region.tensors[j] for j in inputs]
     prev = _state.enabled
     _state.enabled = region.grad
@@ -541,6 +618,9 @@ def _compute(region) -> None:
     for t, rg in zip(objs, plan.rg):
         if not rg and t.__dict__.get("grad_fn") is not None:  # independent of every input
             t.grad_fn, t._requires_grad = None, False        # that requires grad: as eager
+    if plan.grads is not None:
+        plan.grad_inputs = [tensors[i] for i in plan.wrt]
+    return plan
 
 
 def _build_graph(key):
@@ -559,13 +639,17 @@ def _build_graph(key):
 
 class _Plan:
     """What a flush hands to the region's Function: the graph, input arrays, constants, the
-    pending outputs, and the pruned nodes (to replay the chain eagerly for double backward)."""
+    pending outputs, and the pruned nodes (to replay the chain eagerly for double backward).
+    ``fast``: compute the gradients of the one summed output too (``_fast_backward``), into
+    ``grads`` (one per input index of ``wrt``; ``grad_inputs``: those input tensors)."""
 
-    __slots__ = ("graph", "arrays", "consts", "outs", "rg", "nodes", "pos", "out_pos")
+    __slots__ = ("graph", "arrays", "consts", "outs", "rg", "nodes", "pos", "out_pos",
+                 "fast", "grads", "wrt", "grad_inputs")
 
     def __init__(self, graph, arrays, consts, outs, rg, nodes, pos, out_pos) -> None:
         self.graph, self.arrays, self.consts, self.outs = graph, arrays, consts, outs
         self.rg, self.nodes, self.pos, self.out_pos = rg, nodes, pos, out_pos
+        self.fast, self.grads, self.wrt, self.grad_inputs = False, None, (), ()
 
 
 _REGION_FN = []
@@ -587,7 +671,16 @@ def _region_fn():
             wrt = tuple(i for i, (nd, a) in enumerate(zip(need, arrays))
                         if nd and a.dtype != np.bool_)
             ctx.vg = None
-            if wrt and arrays[0].__class__ is np.ndarray and len(plan.out_pos) == 1 and \
+            if plan.fast and wrt and len(plan.out_pos) == 1 and plan.out_pos[0][1]:
+                # backward() of this loss, now (_fast_backward): its value and the inputs'
+                # gradients from ONE kernel; the engine does not run. ctx.vg stays None: a
+                # second backward (retain_graph=True) runs the backward kernel.
+                res = graph.program("value_and_grad", wrt).reduce_call(*arrays, *consts)
+                plan.grads = [_fusion._sum_to(r, arrays[i].shape)
+                              for i, r in zip(wrt, res[1:])]
+                plan.wrt = wrt
+                res = res[:1]
+            elif wrt and arrays[0].__class__ is np.ndarray and len(plan.out_pos) == 1 and \
                     plan.out_pos[0][1]:
                 # A loss (one summed output) on NumPy, which is bound by computation, not
                 # memory: its gradient comes from the forward's own pass (one kernel for
