@@ -53,9 +53,11 @@ buffers, static outputs and capture flag (so host synchronisation raises there t
 results equal those of the CUDA path, and those of ``fn`` itself. One difference cannot be
 hidden: there ``fn``'s Python runs on every call, so its Python side effects (appending to
 a list, reading a changed learning rate) happen on the CPU but not on CUDA replays. And
-array-level host reads inside ops that never pass through a Tensor method (e.g. the target
-bounds check of ``nll_loss``/``cross_entropy``) go unnoticed on the CPU but fail the CUDA
-capture, with an error that says so.
+array-level host reads inside ops that never pass through a Tensor method go unnoticed on the
+CPU but fail the CUDA capture, with an error that says so. (The index checks of
+``cross_entropy``/``nll_loss``, ``embedding``, ``gather`` and the like read indices on the
+host in eager calls only: inside a capture they step aside, as torch checks on the device;
+``one_hot`` without ``num_classes`` still must read them.)
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ loss has gradients of gradients), each numerically stable: cross entropy goes th
 ``log_softmax`` (log-sum-exp), the logit BCE through ``log1p(exp(-|x|))``."""
 from __future__ import annotations
 
+from .. import _capture
 from .._tensor import Tensor
 from ..ops import log_softmax, where
 from ..ops._compat import host_minmax
@@ -119,13 +120,13 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
                          f"shape {[n] + list(input.shape[2:])}, got {list(target.shape)}")
     t = target._data
     ignored = t == ignore_index
-    valid = t[~ignored]
-    lo, hi = host_minmax(valid) if valid.size else (0, -1)  # one host transfer on CUDA
-    if lo < 0 or hi >= c:
-        raise IndexError(f"nll_loss: Target {hi if hi >= c else lo} is out of bounds for {c} "
-                         "classes")
-    safe = t.copy()
-    safe[ignored] = 0
+    if not _capture.cuda_capturing:  # (a capture cannot read the targets on the host: see
+        valid = t[~ignored]          # ops/indexing.py, _out_of_bounds)
+        lo, hi = host_minmax(valid) if valid.size else (0, -1)  # one host transfer on CUDA
+        if lo < 0 or hi >= c:
+            raise IndexError(f"nll_loss: Target {hi if hi >= c else lo} is out of bounds for "
+                             f"{c} classes")
+    safe = xp_of(t).where(ignored, 0, t)  # no boolean-mask write: no data-dependent shape
     picked = input.gather(1, Tensor._make(safe[:, None])).squeeze(1)  # (N, d1, ...)
     w = (~ignored).astype(input._data.dtype)
     if weight is not None:

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from .. import _random
+from .. import _capture, _random
 from .._tensor import Tensor
 from ..autograd.grad_mode import no_grad
 from ..ops import (elu as _elu, gelu, leaky_relu as _leaky_relu, log_softmax, relu as _relu,  # noqa
@@ -502,10 +502,11 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None,
             raise AssertionError("Padding_idx must be within num_embeddings")
         padding_idx = padding_idx % num
     idx = input._data
-    lo, hi = host_minmax(idx) if idx.size else (0, -1)  # one host transfer on CUDA
-    if lo < 0 or hi >= num:
-        raise IndexError(f"embedding: index out of range in self (indices must be in [0, {num}),"
-                         f" got min {lo}, max {hi})")
+    if not _capture.cuda_capturing:  # a capture cannot read them (see ops/indexing.py)
+        lo, hi = host_minmax(idx) if idx.size else (0, -1)  # one host transfer on CUDA
+        if lo < 0 or hi >= num:
+            raise IndexError(f"embedding: index out of range in self (indices must be in "
+                             f"[0, {num}), got min {lo}, max {hi})")
     if sparse:
         raise NotImplementedError("embedding: sparse=True is not supported: gpugrad has no "
                                   "sparse tensors; the dense gradient is the same values")
@@ -527,13 +528,16 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     a = tensor._data
     if a.dtype.kind not in "iu":
         raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
-    lo, hi = host_minmax(a) if a.size else (0, -1)  # one host transfer on CUDA
-    if lo < 0:
-        raise RuntimeError("one_hot: Class values must be non-negative.")
-    if num_classes == -1:
-        num_classes = hi + 1
-    elif hi >= num_classes:
-        raise RuntimeError("one_hot: Class values must be smaller than num_classes.")
+    # A capture cannot read the values on the host (see ops/indexing.py): the check is
+    # skipped there; num_classes=-1 must read the maximum, and fails in a capture.
+    if num_classes == -1 or not _capture.cuda_capturing:
+        lo, hi = host_minmax(a) if a.size else (0, -1)  # one host transfer on CUDA
+        if lo < 0:
+            raise RuntimeError("one_hot: Class values must be non-negative.")
+        if num_classes == -1:
+            num_classes = hi + 1
+        elif hi >= num_classes:
+            raise RuntimeError("one_hot: Class values must be smaller than num_classes.")
     xp = _xp(tensor)
     return Tensor._make((a[..., None] == xp.arange(num_classes)).astype(np.int64))
 

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from .. import _backend
+from .. import _backend, _capture
 from .._tensor import Tensor, _wrap_dim
 from ..autograd.function import Function
 from ..autograd import _jvp_rules as _rules
@@ -628,8 +628,12 @@ def _check_index_dtype(index, op: str, msg=None) -> None:
 
 
 def _out_of_bounds(a, low: int, high: int):
-    """The first entry of index array ``a`` outside ``[low, high)``, or None."""
-    if a.size == 0:
+    """The first entry of index array ``a`` outside ``[low, high)``, or None. Inside a CUDA
+    graph capture there is none to report: the check reads the indices on the host, which a
+    capture cannot do (and a replay would not redo); torch's kernels check on the device
+    instead, and CuPy's indexing wraps an out-of-range index rather than reading outside the
+    array. Eager calls (and the warm-up calls before a capture) keep the check."""
+    if a.size == 0 or _capture.cuda_capturing:
         return None
     lo, hi = host_minmax(a)  # one pass each (one host transfer on CUDA); the common case
     if lo >= low and hi < high:
