@@ -43,9 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "needs a C++ compiler and compiles for minutes); --no-torch-compile "
                         "skips it everywhere")
     p.add_argument("--tf32", action="store_true",
-                   help="CUDA: TF32 matmuls in both libraries (torch's allow_tf32; CuPy reads "
-                        "CUPY_TF32=1 when imported, so start as CUPY_TF32=1 python -m "
-                        "benchmarks --tf32); default full fp32")
+                   help="CUDA: TF32 float32 matmuls in both libraries "
+                        "(gpugrad.backends.cuda.matmul.allow_tf32 and torch's); default full "
+                        "fp32 in both")
     p.add_argument("--eager-only", action="store_true",
                    help="without the captured/compiled peers (gpugrad.compile, "
                         "torch.cuda.graph, torch.compile)")
@@ -108,7 +108,7 @@ def environment(device: str, peers, tf32: bool = False) -> dict:
     env = {"device": device, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
            "platform": platform.platform(), "versions": versions, "git": _git(),
            "torch_threads": torch.get_num_threads() if torch is not None else None,
-           "precision": "float32; matmuls TF32 (torch allow_tf32, CUPY_TF32=1)" if tf32
+           "precision": "float32; matmuls TF32 (allow_tf32 in gpugrad and torch)" if tf32
            else "float32; matmuls full fp32 (no TF32)", "tf32": tf32}
     if device.startswith("cuda"):
         try:
@@ -117,7 +117,11 @@ def environment(device: str, peers, tf32: bool = False) -> dict:
             idx = int(device.split(":")[1]) if ":" in device else 0
             name = cupy.cuda.runtime.getDeviceProperties(idx)["name"]
             env["device_name"] = name.decode() if isinstance(name, bytes) else str(name)
-            env["cupy_tf32"] = os.environ.get("CUPY_TF32")
+            # what the run's flags read (set by discover()); CuPy follows gpugrad's
+            gg = next((p.mod for p in peers if p.key == "gpugrad" and p.mod is not None), None)
+            env["allow_tf32"] = {
+                "gpugrad": gg.backends.cuda.matmul.allow_tf32 if gg is not None else None,
+                "torch": torch.backends.cuda.matmul.allow_tf32 if torch is not None else None}
         except Exception as e:  # noqa: BLE001 - a label must not end the run
             env["device_name"] = f"{device} ({type(e).__name__})"
     else:
@@ -164,9 +168,6 @@ def run(args: argparse.Namespace) -> dict:
                          f"pip install -e \".[cuda13]\")")
     if args.tf32 and not device.startswith("cuda"):
         raise SystemExit("--tf32: TF32 is a CUDA matmul mode; run it with --device cuda")
-    if args.tf32 and os.environ.get("CUPY_TF32", "0") == "0":
-        raise SystemExit("--tf32: CuPy takes TF32 from the environment when it is imported: "
-                         "start as CUPY_TF32=1 python -m benchmarks --tf32")
     peers = discover(device, with_torch=not args.no_torch, with_floor=not args.no_floor,
                      torch_compile=args.torch_compile, eager_only=args.eager_only,
                      tf32=args.tf32)

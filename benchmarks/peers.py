@@ -360,8 +360,14 @@ def _stderr_silenced():
         os.close(saved)
 
 
-def _gpugrad_peer(device: str) -> Peer:
+def _gpugrad_peer(device: str, tf32: bool = False) -> Peer:
     import gpugrad
+    if device.startswith("cuda"):
+        # Like with like: torch's flag below gets the same value (default full fp32). With
+        # CUDA in use (is_available() checks it), setting the flag also switches CuPy's own
+        # float32 matmuls at once: the CUDA floor's follow it too.
+        gpugrad.cuda.is_available()
+        gpugrad.backends.cuda.matmul.allow_tf32 = tf32
     return GpugradPeer(gpugrad, device)
 
 
@@ -384,7 +390,7 @@ def _torch_peer(device: str, tf32: bool = False) -> Peer:
     if device.startswith("cuda") and not torch.cuda.is_available():
         return TorchPeer(torch, device, reason="this torch build has no CUDA device")
     if device.startswith("cuda"):
-        # Like with like: CuPy's matmul is full fp32 (no TF32) unless CUPY_TF32=1 (--tf32).
+        # Like with like: gpugrad's flag gets the same value (_gpugrad_peer).
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     return TorchPeer(torch, device)
@@ -419,11 +425,11 @@ def discover(device: str, with_torch: bool = True, with_floor: bool = True,
              tf32: bool = False) -> list[Peer]:
     """The peers of a run, in ``PEER_KEYS`` order. ``torch_compile``: None runs
     torch.compile on CUDA only, True on a CPU too, False nowhere. ``eager_only`` leaves out
-    the captured/compiled variants. ``tf32``: torch's CUDA matmuls in TF32 (CuPy's follow
-    ``CUPY_TF32``)."""
+    the captured/compiled variants. ``tf32``: CUDA float32 matmuls in TF32 in both libraries
+    (``gpugrad.backends.cuda.matmul.allow_tf32`` and torch's), else full fp32 in both."""
     torch = _torch_peer(device, tf32) if with_torch else \
         TorchPeer(None, device, reason="--no-torch")
-    peers = [_gpugrad_peer(device), torch]
+    peers = [_gpugrad_peer(device, tf32), torch]
     if not eager_only:
         peers += [GpugradCompilePeer(peers[0].mod, device),
                   _torch_variant(TorchGraphPeer, torch, torch_compile),

@@ -31,6 +31,8 @@ from . import optim  # noqa: F401,E402
 from .serialization import load, save  # noqa: F401,E402
 from ._compile import compile  # noqa: F401,E402,A004 - torch.compile
 from ._capture import CaptureSyncError  # noqa: F401,E402
+from . import backends  # noqa: F401,E402
+from .backends import _precision  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -50,6 +52,20 @@ def get_default_device() -> device:
     return _backend.default_device()
 
 
+def set_float32_matmul_precision(precision: str) -> None:
+    """Set how float32 matrix products compute inside, as torch does: "highest" (full fp32,
+    the default), "high" or "medium" (both allow TF32 on CUDA, like
+    ``gpugrad.backends.cuda.matmul.allow_tf32 = True``). The result stays float32. Another
+    string warns and changes nothing; a non-string raises. No effect on CPU (NumPy)."""
+    _precision.set_precision(precision)
+
+
+def get_float32_matmul_precision() -> str:
+    """The float32 matmul precision: "highest", "high" or "medium" (see
+    ``set_float32_matmul_precision``)."""
+    return _precision.precision
+
+
 def is_floating_point(input: Tensor) -> bool:
     """True for float tensors."""
     return input.is_floating_point()
@@ -62,5 +78,6 @@ __all__ = sorted(set(_ops_all) | set(_factories_all) | {
     "set_default_device", "float16", "float32", "float64", "half", "float", "double", "int8",
     "int16", "int32", "int64", "short", "int", "long", "uint8", "bool", "promote_types",
     "result_type", "can_cast", "set_printoptions", "optim", "save", "load", "compile",
-    "CaptureSyncError"})
+    "CaptureSyncError", "backends", "set_float32_matmul_precision",
+    "get_float32_matmul_precision"})
 del _ops_all, _factories_all, _dtypes

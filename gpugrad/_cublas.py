@@ -18,6 +18,11 @@ length as leading dimension, an F-contiguous one (a ``.mT`` view, as every backw
 transposed with its column length, so neither is copied. Other layouts, batches and 1-D
 operands are made contiguous (a captured copy kernel) and batches use the strided-batched
 GEMM. float32 and float64 only; other dtypes raise.
+
+Precision: the handle's math mode follows ``gpugrad.backends.cuda.matmul.allow_tf32``
+(``TF32_TENSOR_OP_MATH`` when allowed, which makes ``sgemm`` round its inputs to TF32, else
+``DEFAULT_MATH``), set when the handle is next taken after the flag changed: ``prepare()``
+before a capture, so a captured graph keeps the precision it was captured with.
 """
 from __future__ import annotations
 
@@ -25,12 +30,15 @@ import threading
 
 import numpy as np
 
+from .backends import _precision
+
 __all__ = ["available", "prepare", "matmul", "EAGER"]
 
 EAGER = False  # use cuBLAS directly outside captures too (off: not yet measured in gpugrad)
 _WORKSPACE = 32 << 20  # bytes; cuBLAS' recommendation on Hopper
 _lock = threading.Lock()
-_handles: dict = {}  # device index -> [handle, workspace array, bound stream pointer]
+# device index -> [handle, workspace array, bound stream pointer, TF32 math mode set (bool)]
+_handles: dict = {}
 _nv = None
 _ONE = {np.dtype(np.float32): np.array(1, np.float32),
         np.dtype(np.float64): np.array(1, np.float64)}
@@ -73,12 +81,24 @@ def _handle(cp):
                 h = cublas.create()  # before a capture: see prepare()
                 ws = cp.empty(_WORKSPACE, dtype=cp.uint8)
                 cublas.set_workspace(h, ws.data.ptr, _WORKSPACE)
-                entry = _handles[index] = [h, ws, None]
+                entry = _handles[index] = [h, ws, None, None]
     stream = cp.cuda.get_current_stream().ptr
     if entry[2] != stream:
         cublas.set_stream(entry[0], stream)
         entry[2] = stream
+    if entry[3] is not _precision.tf32:  # the TF32 flag changed since this handle was set
+        _set_math_mode(cublas, entry)
     return entry[0]
+
+
+def _set_math_mode(cublas, entry) -> None:
+    """Give the handle of ``entry`` the math mode of ``allow_tf32``: TF32 tensor cores for
+    sgemm, or cuBLAS' default (full fp32). A host-side setting of the handle: no stream work,
+    so it may also run while a capture records."""
+    tf32 = _precision.tf32
+    cublas.set_math_mode(entry[0], cublas.Math.TF32_TENSOR_OP_MATH if tf32
+                         else cublas.Math.DEFAULT_MATH)
+    entry[3] = tf32
 
 
 def prepare(cp) -> None:

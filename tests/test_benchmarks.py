@@ -226,6 +226,47 @@ def test_bad_flags_are_refused(tmp_path):
     assert len(cli._first_line(RuntimeError("x" * 500))) == 200
 
 
+def test_tf32_needs_no_environment_and_sets_both_libraries(monkeypatch, tmp_path):
+    from benchmarks import peers as peers_module
+    monkeypatch.delenv("CUPY_TF32", raising=False)  # it used to be required
+    seen = {}
+
+    class Reached(Exception):
+        pass
+
+    def fake_discover(device, **kw):
+        seen.update(kw, device=device)
+        raise Reached
+
+    monkeypatch.setattr(peers_module, "discover", fake_discover)
+    monkeypatch.setattr(gpugrad.cuda, "is_available", lambda: True)  # the CUDA path, on a CPU
+    with pytest.raises(Reached):
+        cli.main(["--tiny", "--device", "cuda", "--tf32", "--out", str(tmp_path)])
+    assert seen["device"] == "cuda" and seen["tf32"] is True
+    # the peers set gpugrad's flag and torch's to the run's precision
+    flags = gpugrad.backends.cuda.matmul
+    try:
+        peers_module._gpugrad_peer("cuda", tf32=True)
+        assert flags.allow_tf32 is True
+        assert gpugrad.get_float32_matmul_precision() == "high"
+        peers_module._gpugrad_peer("cuda", tf32=False)
+        assert flags.allow_tf32 is False
+        peers_module._gpugrad_peer("cpu", tf32=True)  # a CPU run leaves it alone
+        assert flags.allow_tf32 is False
+    finally:
+        flags.allow_tf32 = False
+    torch = torch_or_skip()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        peers_module._torch_peer("cuda", tf32=True)
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+        peers_module._torch_peer("cuda", tf32=False)
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def test_discover_names_the_peers():
     ps = discover("cpu")
     assert [p.key for p in ps] == ["gpugrad", "torch", "gpugrad_compile", "torch_graph",

@@ -4,11 +4,18 @@ One Function does the work. 1-D operands are promoted to matrices (a row vector 
 left, a column vector on the right) and the added dimension is dropped from the result, as
 torch.matmul specifies; batch dimensions broadcast. The backward is two matmuls, and the
 engine sums broadcast batch dimensions back to each operand's shape.
+
+float32 products on CUDA use TF32 when ``gpugrad.backends.cuda.matmul.allow_tf32`` (or
+``set_float32_matmul_precision``) allows it: eager ones tell CuPy when the flag has changed
+(``backends/_precision.py``), captured ones set the math mode of gpugrad's cuBLAS handle.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _capture
 from .._tensor import Tensor
+from ..backends import _precision
 from ..autograd.function import Function
 from ..autograd import _jvp_rules as _rules
 from ._util import make, xp_of
@@ -35,7 +42,10 @@ class Matmul(Function):
         ctx.ndims = (x.ndim, y.ndim)
         if _capture.cuda_capturing:  # CuPy refuses cuBLAS inside a CUDA graph capture
             return make(_capture.matmul(x, y))
-        return make(xp_of(x).matmul(x, y))
+        xp = xp_of(x)
+        if xp is not np and _precision.cupy_mode is not _precision.tf32:
+            _precision.sync_cupy(xp)  # the TF32 flag changed since CuPy last heard of it
+        return make(xp.matmul(x, y))
 
     jvp = _rules.multilinear
 
