@@ -399,8 +399,8 @@ def _sigmoid_array(a):
       calls of a fraction of a microsecond each.
     Both are within 2.5e-7 (float32) / 5e-16 (float64) relative of the exact value, as torch
     (tests/test_ops.py compares them)."""
-    if a.__class__ is not np.ndarray or a.dtype.kind != "f":
-        return _K.sigmoid(a)  # CuPy: one kernel
+    if a.__class__ is not np.ndarray or a.dtype.kind != "f" or not a.ndim:
+        return _K.sigmoid(a)  # CuPy: one kernel (and 0-d arrays, to which ufuncs give scalars)
     if a.size >= _SIGMOID_DIRECT_MIN and a.dtype.itemsize >= 4:
         with np.errstate(over="ignore"):
             e = np.negative(a)
@@ -410,9 +410,9 @@ def _sigmoid_array(a):
     c = _SIGMOID_CONSTANTS.get(a.dtype)
     if c is None:
         c = _SIGMOID_CONSTANTS[a.dtype] = (np.zeros((), a.dtype), np.ones((), a.dtype))
-    num = np.minimum(a, c[0], out=np.empty_like(a))  # (out=: a 0-d array stays an array)
+    num = np.minimum(a, c[0])
     np.exp(num, out=num)  # e**x where x < 0, else 1
-    den = np.abs(a, out=np.empty_like(a))
+    den = np.abs(a)
     np.negative(den, out=den)
     np.exp(den, out=den)
     np.add(den, c[1], out=den)
