@@ -26,7 +26,9 @@ TOL = {"float32": dict(rtol=1e-6, atol=1e-6), "float64": dict(rtol=1e-12, atol=1
 
 @pytest.fixture(autouse=True)
 def _clean(tmp_path, monkeypatch):
-    """A private kernel cache and zeroed counters per test; grad mode restored."""
+    """A private kernel cache and zeroed counters per test; grad mode restored. Small NumPy
+    arrays fused too (by default they run eagerly: _lazy.NUMPY_MIN_ELEMENTS)."""
+    monkeypatch.setattr(_lazy, "NUMPY_MIN_ELEMENTS", 0)
     monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path / "cache"))
     _fusion.cache_clear()
     _lazy._graphs.clear()
@@ -505,3 +507,25 @@ def test_gpu_fused_capture_equals_eager(dtype):
         assert_close(gb, gbe, rtol=1e-4, atol=1e-3)
     assert compiled.stats["replays"] == 2
     assert to_numpy(gx).shape == (x.shape[0],)
+
+
+@pytest.mark.parametrize("n, fused", [(1000, False), (1 << 17, True)])
+def test_small_numpy_chains_run_eagerly_by_default(monkeypatch, n, fused):
+    """Below _lazy.NUMPY_MIN_ELEMENTS a NumPy chain is cheaper eager; its results are the
+    same either way."""
+    monkeypatch.setattr(_lazy, "NUMPY_MIN_ELEMENTS", 1 << 17)
+    x = _data(np.random.default_rng(0), (n,), np.float32, "cpu", requires_grad=True)
+
+    def step(x):
+        x.grad = None
+        loss = ((x * 0.5 + 0.1).tanh() * x.sigmoid()).sum()
+        loss.backward()
+        return loss
+
+    expected = step(x).item(), to_numpy(x.grad).copy()
+    compiled = gpugrad.compile(step, warmup=1)
+    for _ in range(3):
+        loss = compiled(x).item()
+    assert (_lazy.stats["regions"] > 0) is fused
+    assert abs(loss - expected[0]) <= 1e-5 * abs(expected[0])
+    assert_close(to_numpy(x.grad), expected[1], rtol=1e-5, atol=1e-6)

@@ -36,7 +36,9 @@ TOL = {"float32": dict(rtol=1e-6, atol=1e-6), "float64": dict(rtol=1e-12, atol=1
 
 @pytest.fixture(autouse=True)
 def _clean(tmp_path, monkeypatch):
-    """A private kernel cache and zeroed counters per test; the lazy applies restored."""
+    """A private kernel cache and zeroed counters per test; the lazy applies restored.
+    Small NumPy arrays fused too (by default they run eagerly: _lazy.NUMPY_MIN_ELEMENTS)."""
+    monkeypatch.setattr(_lazy, "NUMPY_MIN_ELEMENTS", 0)
     monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path / "cache"))
     _fusion.cache_clear()
     _lazy._graphs.clear()
