@@ -6,7 +6,9 @@ arrays when CUDA is usable (else on the CPU as NumPy arrays), operations are rec
 """
 from __future__ import annotations
 
-from . import _backend, _dtypes
+from . import _malloc
+_malloc.tune()  # first: the arrays made while importing already benefit
+from . import _backend, _dtypes  # noqa: E402
 from ._backend import device, set_default_device
 from ._dtypes import (bool, can_cast, double, dtype, float, float16, float32, float64,  # noqa: A004
                       get_default_dtype, half, int, int8, int16, int32, int64, long,
