@@ -320,3 +320,30 @@ def test_fast_recording_builds_the_general_node(name, grad_y):
         assert (u is None) == (v is None)
         if u is not None:
             assert np.array_equal(u, v)
+
+
+# ---- relu's backward on NumPy ----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_numpy_has_the_kernels_bits(dtype):
+    """The bit-mask backward of relu (ops/elementwise.py) against the kernel's twin, on every
+    kind of value of g and y."""
+    from gpugrad._kernels import kernels as K
+    from gpugrad.ops.elementwise import _relu_backward_numpy
+    special = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-300, 2.5, -3.0]
+    g = np.array([a for a in special for _ in special], dtype=dtype)
+    y = np.array([b for _ in special for b in special], dtype=dtype)
+    g = np.concatenate([g, rng.standard_normal(1000).astype(dtype)])
+    y = np.concatenate([y, rng.standard_normal(1000).astype(dtype)])
+    ints = np.int32 if dtype == np.float32 else np.int64
+    assert np.array_equal(_relu_backward_numpy(g, y).view(ints), K.relu_backward(g, y).view(ints))
+
+
+def test_relu_gradient_matches_torch(device):
+    torch = torch_or_skip()
+    a = rng.standard_normal((64, 33))
+    a[0, :4] = [0.0, -0.0, np.inf, -np.inf]
+    w = rng.standard_normal((64, 33))
+    g, t = _pair(a, device, requires_grad=True)
+    (g.relu() * gpugrad.tensor(w, device=device)).sum().backward()
+    (t.relu() * torch.tensor(w)).sum().backward()
+    assert np.array_equal(to_numpy(g.grad), to_numpy(t.grad))

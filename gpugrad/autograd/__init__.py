@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import numpy as _np
+
 from . import graph  # noqa: F401
 from . import forward_ad  # noqa: F401  (forward-mode AD: dual_level, make_dual, ...)
 from .function import Function, FunctionCtx, InplaceError, once_differentiable  # noqa: F401
@@ -52,8 +54,11 @@ def _make_grads(outputs, grad_outputs, op):
             if out.requires_grad and not out.dtype.is_floating_point:
                 raise RuntimeError(f"grad can be implicitly created only for real scalar "
                                    f"outputs but got {out.dtype}")
-            xp_ones = out.new_ones(out.shape)
-            grads.append(xp_ones)
+            a = out._data
+            if a.__class__ is _np.ndarray:  # (the factory's device and dtype handling, skipped)
+                grads.append(Tensor._make(_np.ones(a.shape, a.dtype)))
+            else:
+                grads.append(out.new_ones(out.shape))
             owned.append(True)
         else:
             if not isinstance(g, Tensor):

@@ -17,6 +17,7 @@ from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
 from ._util import dims as _dims, float_array, make, wrap_dim, xp_of
 from .elementwise import exp, where
+from .shape import broadcast_view
 
 return_types_max = namedtuple("max", ["values", "indices"])
 return_types_min = namedtuple("min", ["values", "indices"])
@@ -63,6 +64,10 @@ class Sum(Function):
     @staticmethod
     def backward(ctx, g):
         shape, axes, keepdim = ctx.meta
+        if not is_grad_enabled():  # not recorded: the broadcast view of the array at once
+            gd = g._data
+            kept = gd if keepdim else gd.reshape(_kept_shape(shape, axes))
+            return make(broadcast_view(kept, shape)), None, None, None
         return _expand_back(g, axes, keepdim, shape), None, None, None
 
 
@@ -515,6 +520,11 @@ class LogSoftmax(Function):
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
+        if not is_grad_enabled():  # not recorded: the same expression on the arrays at once
+            gd, yd = g._data, y._data
+            if gd.__class__ is yd.__class__ and gd.dtype == yd.dtype:
+                xp = xp_of(gd)
+                return make(gd - xp.exp(yd) * gd.sum(axis=ctx.dim, keepdims=True)), None
         return g - exp(y) * g.sum(dim=ctx.dim, keepdim=True), None
 
 

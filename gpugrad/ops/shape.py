@@ -152,6 +152,23 @@ def unflatten(input: Tensor, dim: int, sizes) -> Tensor:
 _as_strided = np.lib.stride_tricks.as_strided
 
 
+def broadcast_view(a, shape):
+    """Array ``a`` broadcast to ``shape`` (which it must broadcast to), without a copy.
+
+    NumPy's broadcast views are read-only; torch's (and CuPy's) are not: writing through a
+    non-overlapping view of it (``z[0] = 5``) reaches the base. Writes that would overlap are
+    refused by check_inplace, as torch refuses them. So on NumPy the view is made with
+    as_strided, from the strides a broadcast gives (0 on new and stretched dimensions), in
+    one call."""
+    if a.__class__ is not np.ndarray:
+        return xp_of(a).broadcast_to(a, shape)
+    lead = len(shape) - a.ndim
+    strides = [0] * lead
+    for n, st, size in zip(a.shape, a.strides, shape[lead:]):
+        strides.append(0 if n == 1 and size != 1 else st)
+    return _as_strided(a, shape, strides)
+
+
 class Expand(Function):
     """Broadcast to a larger shape without copying; the gradient is summed back."""
     _builtin = True
@@ -163,18 +180,7 @@ class Expand(Function):
         a = x._data
         if a.shape == shape:  # a plain view
             return make(a[...])
-        if a.__class__ is np.ndarray:
-            # NumPy's broadcast views are read-only; torch's (and CuPy's) are not: writing
-            # through a non-overlapping view of it (``z[0] = 5``) reaches the base. Writes
-            # that would overlap are refused by check_inplace, as torch refuses them. So the
-            # view is made with as_strided, from the strides a broadcast gives (0 on new and
-            # stretched dimensions; ``expand`` checked the shapes), in one call.
-            lead = len(shape) - a.ndim
-            strides = [0] * lead
-            for n, st, size in zip(a.shape, a.strides, shape[lead:]):
-                strides.append(0 if n == 1 and size != 1 else st)
-            return make(_as_strided(a, shape, strides))
-        return make(xp_of(a).broadcast_to(a, shape))
+        return make(broadcast_view(a, shape))
 
     jvp = _rules.linear()
 
