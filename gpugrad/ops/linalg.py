@@ -18,6 +18,7 @@ from .._tensor import Tensor
 from ..backends import _precision
 from ..autograd.function import Function
 from ..autograd import _jvp_rules as _rules
+from ..autograd.grad_mode import is_grad_enabled
 from ._util import make, xp_of
 
 
@@ -27,6 +28,20 @@ def _check_dtypes(op, a, b):
                            f"{a.dtype} and {b.dtype}. Convert one with .to(dtype) first.")
     if a._data.dtype.kind == "b":
         raise RuntimeError(f"{op}: not implemented for bool tensors")
+
+
+def _matmul_arrays(x, y):
+    """``x @ y`` on arrays, as gpugrad computes every matrix product: inside a CUDA graph
+    capture through gpugrad's cuBLAS handle (CuPy refuses cuBLAS there), else the array
+    module's matmul, CuPy's told of the TF32 setting first when it changed."""
+    if _capture.cuda_capturing:
+        return _capture.matmul(x, y)
+    xp = xp_of(x)
+    if xp is np:
+        return np.matmul(x, y)
+    if _precision.cupy_mode is not _precision.tf32:
+        _precision.sync_cupy(xp)  # the TF32 flag changed since CuPy last heard of it
+    return xp.matmul(x, y)
 
 
 class Matmul(Function):
@@ -40,12 +55,7 @@ class Matmul(Function):
         ctx.save_for_backward(a if ctx.needs_input_grad[1] else None,
                               b if ctx.needs_input_grad[0] else None)
         ctx.ndims = (x.ndim, y.ndim)
-        if _capture.cuda_capturing:  # CuPy refuses cuBLAS inside a CUDA graph capture
-            return make(_capture.matmul(x, y))
-        xp = xp_of(x)
-        if xp is not np and _precision.cupy_mode is not _precision.tf32:
-            _precision.sync_cupy(xp)  # the TF32 flag changed since CuPy last heard of it
-        return make(xp.matmul(x, y))
+        return make(_matmul_arrays(x, y))
 
     jvp = _rules.multilinear
 
@@ -54,6 +64,12 @@ class Matmul(Function):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         nda, ndb = ctx.ndims
+        if nda >= 2 and ndb >= 2 and not is_grad_enabled():
+            # Not recorded: the two products on the arrays (no transpose views, no nodes);
+            # broadcast batch dimensions are summed back by the engine, as below.
+            gd = g._data
+            return (make(_matmul_arrays(gd, b._data.swapaxes(-1, -2))) if na else None,
+                    make(_matmul_arrays(a._data.swapaxes(-1, -2), gd)) if nb else None)
         # Put the vector dimensions back so that the products below are plain matmuls.
         if nda == 1 and ndb == 1:
             return (g * b if na else None, g * a if nb else None)
