@@ -154,6 +154,8 @@ def describe(sig: tuple) -> str:
                          f"id {item[1]:#x})")
         elif item[0] == "V":
             parts.append(repr(item[2]))
+        elif item[0] == "tf32":
+            parts.append(f"allow_tf32={item[1]}")
     return "(" + ", ".join(parts) + ")"
 
 

@@ -65,6 +65,7 @@ from __future__ import annotations
 import functools
 
 from . import _backend, _capture, _lazy
+from .backends import _precision
 from ._capture import CaptureSyncError, describe, flatten
 
 __all__ = ["compile", "CompiledFunction", "CaptureSyncError"]
@@ -128,6 +129,9 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         self.stats["calls"] += 1
         sig, tensors = flatten(args, kwargs)
+        # A capture keeps the matmul precision it was made with (as torch's graphs do): a
+        # changed TF32 setting is another signature (recaptured, or refused with recapture=False)
+        sig += (("tf32", _precision.tf32),)
         e = self._cache.get(sig)
         if e is None:
             if self._first is not None and not self.recapture:

@@ -121,6 +121,27 @@ def test_new_signature_recaptures_and_lru_evicts(device):
     assert c.signatures() == []
 
 
+def test_a_changed_tf32_setting_is_another_capture(device):
+    """A capture keeps the matmul precision it was made with: flipping allow_tf32 recaptures
+    (or, with recapture=False, raises naming the setting)."""
+    a = gpugrad.ones(2, 2, device=device)
+    c = gpugrad.compile(lambda x: x @ x, warmup=1)
+    strict = gpugrad.compile(lambda x: x @ x, warmup=1, recapture=False)
+    try:
+        for _ in range(3):
+            c(a)
+            strict(a)
+        assert c.stats["captures"] == 1
+        gpugrad.backends.cuda.matmul.allow_tf32 = True
+        for _ in range(3):
+            assert_close(c(a), a @ a)
+        assert c.stats["captures"] == 2 and len(c.signatures()) == 2
+        with pytest.raises(RuntimeError, match="allow_tf32=True.*allow_tf32=False"):
+            strict(a)
+    finally:
+        gpugrad.backends.cuda.matmul.allow_tf32 = False
+
+
 def test_signature_distinguishes_dtype_requires_grad_constants_and_params(device):
     x = gpugrad.ones(2, device=device)
     p, q = (gpugrad.ones(2, device=device, requires_grad=True) for _ in range(2))
