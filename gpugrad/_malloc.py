@@ -12,8 +12,9 @@ can be fast or slow depending on what ran before it.
 
 gpugrad sets those values at import, so every run starts in glibc's settled state: arrays
 below 32 MiB come from the heap and are reused; at most 64 MiB of free heap is kept. Set
-``GPUGRAD_MALLOC_TUNING=0`` to leave malloc as it is. Not glibc (macOS, musl, Windows):
-nothing to do.
+``GPUGRAD_MALLOC_TUNING=0`` to leave malloc as it is; malloc settings given in the
+environment (``MALLOC_MMAP_THRESHOLD_``, ``GLIBC_TUNABLES=glibc.malloc...``, ...) are left
+alone too. Not glibc (macOS, musl, Windows): nothing to do.
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 64 << 20
+
+# A user who tuned malloc through the environment keeps their values.
+_USER_TUNING = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                "MALLOC_MMAP_MAX_")
 
 #: What tune() did: None before it ran, else a short reason.
 status = None
@@ -47,6 +52,9 @@ def tune(environ=os.environ, libc_loader=None) -> bool:
     global status
     if environ.get("GPUGRAD_MALLOC_TUNING", "1").strip().lower() in ("0", "false", "no", "off"):
         status = "off (GPUGRAD_MALLOC_TUNING=0)"
+        return False
+    if any(k in environ for k in _USER_TUNING) or "malloc" in environ.get("GLIBC_TUNABLES", ""):
+        status = "left to the environment's malloc settings"
         return False
     if libc_loader is None:
         if platform.system() != "Linux" or not _glibc():

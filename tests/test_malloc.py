@@ -34,6 +34,14 @@ def test_env_turns_it_off(value):
     assert libc.calls == [] and "off" in _malloc.status
 
 
+@pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "131072"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}])
+def test_the_environments_malloc_settings_win(env):
+    libc = _FakeLibc()
+    assert _malloc.tune(env, lambda: libc) is False
+    assert libc.calls == [] and "environment" in _malloc.status
+
+
 def test_refused_or_missing_is_not_an_error():
     assert _malloc.tune({}, lambda: _FakeLibc(answer=0)) is False
     assert _malloc.status == "refused by mallopt"
