@@ -46,7 +46,7 @@ forward and one backward (``_lazy``, with the kernels of ``_fusion``): an elemen
 returns a pending tensor, and the chain is computed when a non-elementwise op (a matmul, a
 reduction other than a full sum, ...) or the caller reads it, or when ``fn`` returns. Results
 equal the unfused ones within float tolerance; ``fuse=False`` runs every op as eager code does.
-On NumPy, chains of fewer than ``_lazy.NUMPY_MIN_ELEMENTS`` (2**17) elements run eagerly: a
+On NumPy, chains of fewer than ``_lazy.NUMPY_MIN_ELEMENTS`` (2**18) elements run eagerly: a
 region's Python costs more than the passes it saves there. An input changed in place while a chain that reads it is pending raises a clear error.
 
 On the CPU the same API runs ``fn`` eagerly every call, through the same cache, static

@@ -75,12 +75,14 @@ _MAX_NODES = 64  # ops per region: a longer chain is split (bounded kernel size 
 _MAX_OPEN = 8    # open regions per thread (one per shape, dtype, device and grad mode)
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 #: On NumPy, ops on fewer elements than this are not fused but run eagerly. A region costs
-#: ~0.1-0.2 ms of Python (building it, finding its kernel, its node); it saves passes over
-#: memory, ~1 ns per element each on a CPU: below ~10**5 elements the eager ops are cheaper
-#: (W1 small compiled on a CPU: 6.0 ms fused against 3.5 ms eager). CuPy arrays are always
-#: fused (a capture replays without Python, and each pass saved is a launch saved). Tests set
-#: it to 0 to fuse everything.
-NUMPY_MIN_ELEMENTS = 1 << 17
+#: ~0.1-0.2 ms of Python (building it, finding its kernel, its node), and its chunked NumPy
+#: kernel copies each chunk once more than a lone ufunc would: it pays off for long chains
+#: over large arrays (W2's, 2**22: 1.5x) but not for short ones below a few 10**5 elements
+#: (W1 small compiled on a CPU: 6.0 ms fused against 3.5 ms eager; its SGD update,
+#: ``lr * p.grad`` over 784x256, was a one-op region at 0.28 ms against 0.05 eager). CuPy
+#: arrays are always fused (a capture replays without Python, and each pass saved is a
+#: launch saved). Tests set it to 0 to fuse everything.
+NUMPY_MIN_ELEMENTS = 1 << 18
 
 # Counters for tests and benchmarks: regions flushed, kernels launched each way, ops fused,
 # ops that fell back to eager, backward() calls run as one kernel (_fast_backward).

@@ -509,11 +509,11 @@ def test_gpu_fused_capture_equals_eager(dtype):
     assert to_numpy(gx).shape == (x.shape[0],)
 
 
-@pytest.mark.parametrize("n, fused", [(1000, False), (1 << 17, True)])
+@pytest.mark.parametrize("n, fused", [(1000, False), (1 << 18, True)])
 def test_small_numpy_chains_run_eagerly_by_default(monkeypatch, n, fused):
     """Below _lazy.NUMPY_MIN_ELEMENTS a NumPy chain is cheaper eager; its results are the
     same either way."""
-    monkeypatch.setattr(_lazy, "NUMPY_MIN_ELEMENTS", 1 << 17)
+    monkeypatch.setattr(_lazy, "NUMPY_MIN_ELEMENTS", 1 << 18)
     x = _data(np.random.default_rng(0), (n,), np.float32, "cpu", requires_grad=True)
 
     def step(x):
