@@ -278,6 +278,8 @@ FAST = {
     "tanh": lambda x, y: x.tanh(), "sigmoid": lambda x, y: x.sigmoid(),
     "exp": lambda x, y: x.exp(), "log": lambda x, y: y.log(), "sign": lambda x, y: x.sign(),
     "relu": lambda x, y: x.relu(), "sqrt": lambda x, y: y.sqrt(),
+    "mm": lambda x, y: x @ y.mT, "mv": lambda x, y: x @ y[1], "vm": lambda x, y: y[0] @ x.mT,
+    "dot": lambda x, y: x[0] @ y[2], "bmm": lambda x, y: x.reshape(2, 3, 2) @ y.reshape(2, 2, 3),
 }
 
 
@@ -286,7 +288,7 @@ def _node(out):
     n = out.grad_fn
     saved = [None if s is None else (s.output_nr, s.version, s.tensor is None)
              for s in (n._saved or [])]
-    attrs = {k: getattr(n, k) for k in ("alpha", "scalars", "square") if hasattr(n, k)}
+    attrs = {k: getattr(n, k) for k in ("alpha", "scalars", "square", "ndims") if hasattr(n, k)}
     return (type(n).__name__, n.needs_input_grad, tuple(n._arg_positions), n._n_args,
             [(type(f).__name__, nr) for f, nr in n.next_functions], list(n._input_meta),
             list(n._output_meta), saved, attrs, out._requires_grad, out._output_nr)
@@ -308,7 +310,7 @@ def test_fast_recording_builds_the_general_node(name, grad_y):
                 results.append(None)
                 continue
             node = _node(out)
-            out.backward(gpugrad.tensor(np.linspace(-1, 1, 12).reshape(3, 4)))
+            out.backward(gpugrad.tensor(np.linspace(-1, 1, out.numel()).reshape(out.shape)))
         results.append((node, to_numpy(x.grad) if x.grad is not None else None,
                         to_numpy(y.grad) if y.grad is not None else None))
     if results[0] is None or results[1] is None:
@@ -347,3 +349,36 @@ def test_relu_gradient_matches_torch(device):
     (g.relu() * gpugrad.tensor(w, device=device)).sum().backward()
     (t.relu() * torch.tensor(w)).sum().backward()
     assert np.array_equal(to_numpy(g.grad), to_numpy(t.grad))
+
+
+FAST_BROADCAST = {
+    "bias_add": lambda x, b: x + b, "bias_radd": lambda x, b: b + x,
+    "bias_sub": lambda x, b: x - b, "bias_rsub": lambda x, b: b - x,
+    "bias_mul": lambda x, b: x * b, "bias_rmul": lambda x, b: b * x,
+}
+
+
+@pytest.mark.parametrize("grad_b", [True, False], ids=["both", "x_only"])
+@pytest.mark.parametrize("name", sorted(FAST_BROADCAST))
+def test_fast_recording_of_a_trailing_broadcast_builds_the_general_node(name, grad_b):
+    a, bias = rng.standard_normal((5, 3, 4)), rng.standard_normal(4)
+    results = []
+    for general in (False, True):
+        x = gpugrad.tensor(a, requires_grad=True)
+        b = gpugrad.tensor(bias, requires_grad=grad_b)
+        with gpugrad.autograd.set_detect_anomaly(general):
+            out = FAST_BROADCAST[name](x, b)
+            node = _node(out)
+            out.backward(gpugrad.tensor(np.linspace(-1, 1, 60).reshape(5, 3, 4)))
+        results.append((node, to_numpy(out), to_numpy(x.grad),
+                        None if b.grad is None else to_numpy(b.grad)))
+    (fast, fo, fx, fb), (slow, so, sx, sb) = results
+    assert fast == slow and np.array_equal(fo, so) and np.array_equal(fx, sx)
+    assert (fb is None) == (sb is None) and (fb is None or np.array_equal(fb, sb))
+
+
+def test_non_trailing_broadcasts_keep_the_general_path_and_its_errors():
+    x = gpugrad.ones(3, 4)
+    assert (x + gpugrad.ones(3, 1)).shape == (3, 4)  # broadcast, not trailing: forward does it
+    with pytest.raises(RuntimeError, match="must match the size"):
+        x + gpugrad.ones(3)

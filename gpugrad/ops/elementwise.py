@@ -40,16 +40,22 @@ def _is_bool(v) -> bool:
 
 def _same_float_arrays(a, b):
     """The arrays (or the number) of ``a`` and ``b`` when they are the common case of the
-    arithmetic ops: two floating tensors of one dtype, shape and device, or a floating
-    tensor and a Python float or int (which never changes its dtype); else None."""
+    arithmetic ops: two floating tensors of one dtype and device whose shapes are equal or
+    one the trailing part of the other (a bias: the result has the longer shape), or a
+    floating tensor and a Python float or int (which never changes its dtype); else None."""
     if isinstance(a, Tensor):
         x = a._data
         if x.dtype.kind != "f":
             return None
         if isinstance(b, Tensor):
             y = b._data
-            if y.dtype != x.dtype or y.shape != x.shape or y.__class__ is not x.__class__:
+            if y.dtype != x.dtype or y.__class__ is not x.__class__:
                 return None
+            sx, sy = x.shape, y.shape
+            if sx != sy:
+                nx, ny = len(sx), len(sy)
+                if not ((ny < nx and sx[nx - ny:] == sy) or (nx < ny and sy[ny - nx:] == sx)):
+                    return None
             if x.__class__ is not _ndarray and x.device != y.device:
                 return None  # two GPUs: forward names them in its error
             return x, y

@@ -16,7 +16,7 @@ import numpy as np
 from .. import _capture
 from .._tensor import Tensor
 from ..backends import _precision
-from ..autograd.function import Function
+from ..autograd.function import Function, _record_args
 from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
 from ._util import make, xp_of
@@ -56,6 +56,22 @@ class Matmul(Function):
                               b if ctx.needs_input_grad[0] else None)
         ctx.ndims = (x.ndim, y.ndim)
         return make(_matmul_arrays(x, y))
+
+    @staticmethod
+    def _eager(a, b):
+        """Nothing recorded (see ``Function._eager``; ``matmul`` checked the operands)."""
+        return make(_matmul_arrays(a._data, b._data))
+
+    @classmethod
+    def _record_fast(cls, a, b):
+        """Forward and node in one routine (see ``Function._record_fast``): the node the
+        general path makes, with what ``forward`` saves and sets."""
+        x, y = a._data, b._data
+        out = make(_matmul_arrays(x, y))
+        na, nb = a._requires_grad, b._requires_grad
+        ctx = _record_args(cls, (a, b), out, (a if nb else None, b if na else None))
+        ctx.ndims = (x.ndim, y.ndim)
+        return out
 
     jvp = _rules.multilinear
 
