@@ -280,18 +280,31 @@ FAST = {
     "relu": lambda x, y: x.relu(), "sqrt": lambda x, y: y.sqrt(),
     "mm": lambda x, y: x @ y.mT, "mv": lambda x, y: x @ y[1], "vm": lambda x, y: y[0] @ x.mT,
     "dot": lambda x, y: x[0] @ y[2], "bmm": lambda x, y: x.reshape(2, 3, 2) @ y.reshape(2, 2, 3),
+    "neg": lambda x, y: -x, "sum": lambda x, y: x.sum() * y.sum(),
+    "sum_dim": lambda x, y: x.sum(1, keepdim=True) * y, "sum_0": lambda x, y: x.sum(0) * y[0],
+    "log_softmax": lambda x, y: x.log_softmax(1) * y,
+    "log_softmax_0": lambda x, y: y.log_softmax(0),
 }
 
 
 def _node(out):
-    """What the engine and the backward read of ``out``'s node."""
-    n = out.grad_fn
-    saved = [None if s is None else (s.output_nr, s.version, s.tensor is None)
-             for s in (n._saved or [])]
-    attrs = {k: getattr(n, k) for k in ("alpha", "scalars", "square", "ndims") if hasattr(n, k)}
-    return (type(n).__name__, n.needs_input_grad, tuple(n._arg_positions), n._n_args,
-            [(type(f).__name__, nr) for f, nr in n.next_functions], list(n._input_meta),
-            list(n._output_meta), saved, attrs, out._requires_grad, out._output_nr)
+    """What the engine and the backward read of every node of ``out``'s graph (walked from
+    ``out``, in a fixed order), and of ``out`` itself."""
+    summaries, seen, stack = [], set(), [out.grad_fn]
+    while stack:
+        n = stack.pop()
+        if n is None or id(n) in seen or type(n).__name__ == "AccumulateGrad":
+            continue
+        seen.add(id(n))
+        saved = [None if s is None else (s.output_nr, s.version, s.tensor is None)
+                 for s in (n._saved or [])]
+        attrs = {k: getattr(n, k) for k in ("alpha", "scalars", "square", "ndims", "meta", "dim")
+                 if hasattr(n, k)}
+        summaries.append((type(n).__name__, n.needs_input_grad, tuple(n._arg_positions),
+                          n._n_args, [(type(f).__name__, nr) for f, nr in n.next_functions],
+                          list(n._input_meta), list(n._output_meta), saved, attrs))
+        stack.extend(f for f, _ in n.next_functions)
+    return summaries, out._requires_grad, out._output_nr
 
 
 @pytest.mark.parametrize("grad_y", [True, False], ids=["both", "x_only"])

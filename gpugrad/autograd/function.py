@@ -538,10 +538,11 @@ def _record(ctx, args, positions, outputs):
     return result[0] if single else tuple(result)
 
 
-def _record_one(cls, x, out, saved_x: bool, saved_y: bool):
+def _record_one(cls, x, out, saved_x: bool, saved_y: bool, saves: bool = True):
     """``_record`` for the commonest node: a built-in op of one tensor argument ``x`` (which
     requires grad, grad mode on) and one fresh floating output ``out``, saving ``x`` and/or
-    ``out``; the same node as the general path, built in a few steps."""
+    ``out`` (``saves=False``: an op whose forward saves nothing at all); the same node as the
+    general path, built in a few steps."""
     ctx = _new(cls._backward_cls)
     ctx._seq = next(_sequence)
     ctx.needs_input_grad = _ONE_GRAD
@@ -557,7 +558,9 @@ def _record_one(cls, x, out, saved_x: bool, saved_y: bool):
     ctx._output_meta = ((d.shape, d.dtype, device),)
     out.grad_fn = ctx
     out._requires_grad = True
-    ctx._saved = [_Saved(x, None) if saved_x else None, _Saved(out, 0) if saved_y else None]
+    if saves:
+        ctx._saved = [_Saved(x, None) if saved_x else None,
+                      _Saved(out, 0) if saved_y else None]
     return out
 
 

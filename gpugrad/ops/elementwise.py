@@ -326,6 +326,21 @@ class Neg(Function):
                                "`logical_not()` operator instead.")
         return make(-x._data)
 
+    @staticmethod
+    def _eager(x):
+        """Nothing recorded (see ``Function._eager``): a float tensor's negation."""
+        if isinstance(x, Tensor) and x._data.dtype.kind == "f":
+            return make(-x._data)
+        return None
+
+    @staticmethod
+    def _record_fast(x):
+        """Forward and node in one routine (see ``Function._record_fast``)."""
+        a = x._data
+        if a.dtype.kind != "f":
+            return None
+        return _record_one(Neg, x, make(-a), False, False, saves=False)
+
     jvp = _rules.self_adjoint
 
     @staticmethod

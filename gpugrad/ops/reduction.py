@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _dtypes
 from .._tensor import Tensor
-from ..autograd.function import Function
+from ..autograd.function import Function, _record_args, _Saved
 from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
 from ._util import dims as _dims, float_array, make, wrap_dim, xp_of
@@ -58,6 +58,17 @@ class Sum(Function):
             dtype = _dtypes.int64  # torch sums integers and bools as int64
         ctx.meta = (x.shape, axes, keepdim)
         return make(a.sum(axis=axes, keepdims=keepdim, dtype=None if dtype is None else dtype.np))
+
+    @staticmethod
+    def _record_fast(x, axes, keepdim, dtype):
+        """Forward and node in one routine (see ``Function._record_fast``): a float sum in
+        its own dtype."""
+        a = x._data
+        if dtype is not None or a.dtype.kind != "f":
+            return None
+        out = make(a.sum(axis=axes, keepdims=keepdim))
+        _record_args(Sum, (x, axes, keepdim, dtype), out, None).meta = (x.shape, axes, keepdim)
+        return out
 
     jvp = _rules.linear()
 
@@ -493,22 +504,44 @@ class Softmax(Function):
         return y * (g - (g * y).sum(dim=ctx.dim, keepdim=True)), None
 
 
+def _log_softmax_array(a, dim):
+    """log_softmax of float array ``a`` along ``dim``: a new array."""
+    if not a.size:
+        return a.copy()
+    shifted = a - a.max(axis=dim, keepdims=True)
+    # shifted is ours: subtract in place (one buffer of a's size less, same values)
+    shifted -= xp_of(a).log(xp_of(a).exp(shifted).sum(axis=dim, keepdims=True))
+    return shifted
+
+
 class LogSoftmax(Function):
     """``x - logsumexp(x)`` along one dim."""
     _builtin = True
 
     @staticmethod
     def forward(ctx, x, dim):
-        a = float_array(x)
-        xp = xp_of(a)
-        if a.size:
-            shifted = a - a.max(axis=dim, keepdims=True)
-            # shifted is ours: subtract in place (one buffer of x's size less, same values)
-            shifted -= xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
-            y = make(shifted)
-        else:
-            y = make(a.copy())
+        y = make(_log_softmax_array(float_array(x), dim))
         ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def _eager(x, dim):
+        """Nothing recorded (see ``Function._eager``): a float tensor's log-softmax."""
+        if isinstance(x, Tensor) and x._data.dtype.kind == "f":
+            return make(_log_softmax_array(x._data, dim))
+        return None
+
+    @staticmethod
+    def _record_fast(x, dim):
+        """Forward and node in one routine (see ``Function._record_fast``); saves the output,
+        as forward does."""
+        a = x._data
+        if a.dtype.kind != "f":
+            return None
+        y = make(_log_softmax_array(a, dim))
+        ctx = _record_args(LogSoftmax, (x, dim), y, None)
+        ctx._saved = [_Saved(y, 0)]
         ctx.dim = dim
         return y
 
