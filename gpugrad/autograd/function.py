@@ -457,9 +457,10 @@ _edge_of = None
 _refresh_view = None
 
 
-def _record(ctx, args, positions, outputs):
-    """Link ``ctx`` into the graph: edges to the inputs, grad_fn on the outputs."""
-    Tensor = _Tensor
+def _link_inputs(ctx, args, positions) -> None:
+    """Number ``ctx`` and link it to its tensor arguments (``args[p]`` for ``p`` in
+    ``positions``): one edge to each one's node, and each one's (shape, dtype, device) for
+    the engine's gradient checks."""
     # Numbered here, after forward and any view refresh: later than every input's node.
     ctx._seq = next(_sequence)
     ctx._arg_positions = positions
@@ -479,6 +480,12 @@ def _record(ctx, args, positions, outputs):
         in_meta.append((d.shape, d.dtype, None if d.__class__ is _ndarray else _device_of(d)))
     ctx.next_functions = tuple(edges)
     ctx._input_meta = in_meta
+
+
+def _record(ctx, args, positions, outputs):
+    """Link ``ctx`` into the graph: edges to the inputs, grad_fn on the outputs."""
+    Tensor = _Tensor
+    _link_inputs(ctx, args, positions)
 
     if not isinstance(outputs, tuple):  # the common case: one fresh output tensor
         out = outputs
@@ -573,34 +580,19 @@ def _record_args(cls, args, out, to_save):
     tensors ``to_save`` (None for a slot not needed); returns the ctx, for the op's own
     attributes."""
     ctx = _new(cls._backward_cls)
-    ctx._seq = next(_sequence)
     positions = []
     needs = []
-    edges = []
-    in_meta = []
     Tensor = _Tensor
     i = 0
     for t in args:
         if isinstance(t, Tensor):
             positions.append(i)
             needs.append(t._requires_grad)
-            fn = t.grad_fn
-            if fn is not None:
-                edges.append((fn, t._output_nr))
-            elif t._requires_grad:
-                edges.append((t._grad_accumulator(), 0))
-            else:
-                edges.append(_NO_EDGE)
-            a = t._data
-            in_meta.append((a.shape, a.dtype, None if a.__class__ is _ndarray else _device_of(a)))
         else:
             needs.append(False)
         i += 1
     ctx.needs_input_grad = tuple(needs)
-    ctx._arg_positions = positions
-    ctx._n_args = i
-    ctx.next_functions = tuple(edges)
-    ctx._input_meta = in_meta
+    _link_inputs(ctx, args, positions)
     d = out._data
     ctx._output_meta = ((d.shape, d.dtype, None if d.__class__ is _ndarray else _device_of(d)),)
     out.grad_fn = ctx
