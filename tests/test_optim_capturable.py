@@ -18,9 +18,14 @@ from gpugrad import _capture, nn
 from gpugrad._kernels import kernels as K
 from gpugrad.optim import _fused
 from helpers import to_numpy, torch_or_skip
+from test_optim import _gg, _ids, _problem as _optim_problem
 
 STEPS = 60
-SHAPES = [(3, 4), (5,), ()]
+
+
+def _problem(dtype, seed=0, steps=STEPS):
+    """test_optim's problem (its SHAPES), over this file's number of steps."""
+    return _optim_problem(dtype, seed, steps)
 CASES = [
     ("Adam", dict(lr=0.05)),
     ("Adam", dict(lr=0.05, amsgrad=True)),
@@ -41,21 +46,6 @@ TOL_DEFAULT = {np.float64: 1e-13, np.float32: 2e-6}
 # against torch (capturable=False on the CPU; torch's capturable needs an accelerator)
 TOL_TORCH = {np.float64: 1e-10, np.float32: 2e-5}
 
-
-def _ids(case):
-    name, kw = case
-    return name + "-" + ",".join(f"{k}={v}" for k, v in kw.items())
-
-
-def _problem(dtype, seed=0, steps=STEPS):
-    rng = np.random.default_rng(seed)
-    p0 = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    grads = [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(steps)]
-    return p0, grads
-
-
-def _gg(a, device, requires_grad=False):
-    return gpugrad.tensor(np.array(a), device=device, requires_grad=requires_grad)
 
 
 def _set_grads(params, grads, device):
