@@ -50,3 +50,20 @@ def lib(request, device):
     enabled = mod.is_grad_enabled()
     mod.set_grad_enabled(True)
     assert enabled, "the test left grad mode disabled"
+
+
+@pytest.fixture
+def fusion_state(tmp_path, monkeypatch):
+    """For the tests of fusion (gpugrad/_lazy.py, _fusion.py): a private kernel cache and
+    zeroed counters per test; small NumPy arrays fused too (by default they run eagerly:
+    _lazy.NUMPY_MIN_ELEMENTS); afterwards, no fusing left on and the lazy applies restored."""
+    from gpugrad import _fusion, _lazy
+    from gpugrad.ops import elementwise as E
+    monkeypatch.setattr(_lazy, "NUMPY_MIN_ELEMENTS", 0)
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    _fusion.cache_clear()
+    _lazy._graphs.clear()
+    _lazy.reset_stats()
+    yield
+    assert not _lazy.is_fusing()
+    assert "apply" not in E.Mul.__dict__ and "apply" not in E.Tanh.__dict__  # restored

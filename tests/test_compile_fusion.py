@@ -24,18 +24,7 @@ from helpers import assert_close, to_numpy
 TOL = {"float32": dict(rtol=1e-6, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-12)}
 
 
-@pytest.fixture(autouse=True)
-def _clean(tmp_path, monkeypatch):
-    """A private kernel cache and zeroed counters per test; grad mode restored. Small NumPy
-    arrays fused too (by default they run eagerly: _lazy.NUMPY_MIN_ELEMENTS)."""
-    monkeypatch.setattr(_lazy, "NUMPY_MIN_ELEMENTS", 0)
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path / "cache"))
-    _fusion.cache_clear()
-    _lazy._graphs.clear()
-    _lazy.reset_stats()
-    yield
-    assert not _lazy.is_fusing()
-    assert "apply" not in E.Mul.__dict__ and "apply" not in E.Tanh.__dict__  # restored
+pytestmark = pytest.mark.usefixtures("fusion_state")  # tests/conftest.py
 
 
 def _data(rng, shape, dtype, device, requires_grad=False, positive=False):
