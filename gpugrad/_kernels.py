@@ -785,6 +785,69 @@ _TWIN_GLOBALS = {"xp": np, "_erf": erf, "_rsqrt": _rsqrt, "_constant": _constant
                  "__builtins__": {}}
 
 
+# ---- hand-written NumPy paths ---------------------------------------------------------------
+# A kernel's twin is generated from its CUDA text, branches and all. Where that costs several
+# times a formula NumPy runs well, the kernel takes a hand-written function for the common
+# case of its eager calls (float32/float64 arrays of one shape, no out=: Kernel._run_fast);
+# it returns a fresh array of that dtype and shape, or None to leave the call to the twin.
+# tests/test_lean_paths.py checks them (relu's against its twin's bits, sigmoid's against
+# torch and the exact values at the extremes).
+_SIGMOID_DIRECT_MIN = 4096  # below this, the host cost of errstate outweighs the passes saved
+_ZERO_ONE: dict = {}  # dtype -> (0, 1) as 0-d arrays: NumPy converts a Python number slower
+
+
+def _sigmoid_numpy(x):
+    """sigmoid (kernels/activations.cu): the twin, exp(-|x|) then a ``np.where`` over both
+    branches (nine ufunc calls), costs ~4x these formulas written as in-place ufunc passes:
+
+    - large arrays: torch's own CPU formula, 1 / (1 + exp(-x)), four passes over one buffer.
+      It flushes x < -88.7 (float32) to 0 exactly as torch's CPU kernel does (exp overflows
+      to inf), so the overflow warning is silenced -- with ``np.errstate``, whose entry costs
+      as much as the passes themselves on a small array;
+    - small arrays: exp(min(x, 0)) / (1 + exp(-|x|)): the kernel's own stable formula without
+      the branch (both exponents are <= 0: nothing overflows, nothing to silence).
+    Both are within 2.5e-7 (float32) / 5e-16 (float64) relative of the exact value, as torch
+    (tests/test_lean_paths.py compares them). 0-d arrays (to which ufuncs give scalars) are
+    left to the twin."""
+    if not x.ndim:
+        return None
+    if x.size >= _SIGMOID_DIRECT_MIN:
+        with np.errstate(over="ignore"):
+            e = np.negative(x)
+            np.exp(e, out=e)
+            e += 1
+            return np.reciprocal(e, out=e)
+    c = _ZERO_ONE.get(x.dtype)
+    if c is None:
+        c = _ZERO_ONE[x.dtype] = (np.zeros((), x.dtype), np.ones((), x.dtype))
+    num = np.minimum(x, c[0])
+    np.exp(num, out=num)  # e**x where x < 0, else 1
+    den = np.abs(x)
+    np.negative(den, out=den)
+    np.exp(den, out=den)
+    np.add(den, c[1], out=den)
+    return np.divide(num, den, out=num)
+
+
+_BIT_VIEWS = {np.dtype(np.float32): np.dtype(np.int32),  # a float's int of its width
+              np.dtype(np.float64): np.dtype(np.int64)}
+
+
+def _relu_backward_numpy(gy, y):
+    """``y > 0 ? gy : 0`` (kernels/activations.cu, relu_backward): the float bits of ``gy``
+    ANDed with an all-ones/all-zeros mask of ``y > 0``. The twin's ``np.where`` over a
+    data-dependent mask mispredicts a branch per element and runs ~4x slower; this gives the
+    same bits (NaN and -0.0 of ``gy`` kept where ``y > 0``, +0.0 elsewhere)."""
+    ints = _BIT_VIEWS[gy.dtype]
+    mask = np.negative(np.greater(y, 0), dtype=ints)  # -1 (every bit set) where y > 0, else 0
+    out = np.empty_like(gy)
+    np.bitwise_and(gy.view(ints), mask, out=out.view(ints))
+    return out
+
+
+_NUMPY_PATHS = {"sigmoid": _sigmoid_numpy, "relu_backward": _relu_backward_numpy}
+
+
 # ---- the arrays -----------------------------------------------------------------------------------
 _ndarray = np.ndarray
 _F16, _F32, _F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -918,6 +981,7 @@ class Kernel:
         ns = dict(_TWIN_GLOBALS)
         exec(compile(kdef.python_source, f"<twin of {kdef.relname}:{kdef.line}>", "exec"), ns)
         self.twin = ns[kdef.name]
+        self._numpy_path = _NUMPY_PATHS.get(kdef.name)  # see _sigmoid_numpy's section
         self._cupy = None
         self._vec = {}  # dtype -> cupy.RawKernel
         self._inplace = {}  # which output is which input -> may the twin write in place
@@ -1077,6 +1141,10 @@ class Kernel:
     def _run_fast(self, args, dt, shape):
         """_run_numpy for arrays of one float dtype ``dt`` and one ``shape``: the twin's outputs
         as they are when they already are fresh arrays of that shape and dtype."""
+        if self._numpy_path is not None:
+            out = self._numpy_path(*args)
+            if out is not None:
+                return out
         T = dt.type
         if self._scalars:
             args = list(args)

@@ -1067,9 +1067,7 @@ F = gpugrad.nn.functional
 X, Y, W = (lambda: _t(seed=1)), (lambda: _t(seed=2)), (lambda: _t(low=0, high=1, seed=3))
 NG = (lambda: _t(seed=4, grad=False))
 # name -> (fn of the inputs, input makers, what backward launches: "kernel" (one kernel of
-# kernels/), "op" (one primitive array op), "none" (the gradient passed on as it is) or
-# "numpy" (one kernel, but on NumPy arrays a hand-written equivalent of its twin runs
-# instead when nothing is recorded: tests/test_lean_paths.py checks its bits)
+# kernels/), "op" (one primitive array op) or "none" (the gradient passed on as it is))
 BACKWARD = {
     "exp": (gpugrad.exp, [X], "kernel"), "expm1": (gpugrad.expm1, [X], "kernel"),
     "log": (gpugrad.log, [X], "kernel"), "log2": (gpugrad.log2, [X], "kernel"),
@@ -1079,7 +1077,7 @@ BACKWARD = {
     "cos": (gpugrad.cos, [X], "kernel"), "tan": (gpugrad.tan, [X], "kernel"),
     "tanh": (gpugrad.tanh, [X], "kernel"), "sigmoid": (gpugrad.sigmoid, [X], "kernel"),
     "reciprocal": (gpugrad.reciprocal, [X], "kernel"), "erf": (gpugrad.erf, [X], "kernel"),
-    "relu": (gpugrad.relu, [X], "numpy"), "silu": (F.silu, [X], "kernel"),
+    "relu": (gpugrad.relu, [X], "kernel"), "silu": (F.silu, [X], "kernel"),
     "square": (gpugrad.square, [X], "kernel"),
     "gelu": (F.gelu, [X], "kernel"),
     "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), [X], "kernel"),
@@ -1145,9 +1143,7 @@ def test_backward_is_one_launch(name, create_graph, monkeypatch):
     with gpugrad.set_grad_enabled(create_graph):
         grads = node._apply([g])
     n_kernels, n_ops = len(launches.kernels), len(launches.ops)
-    if kind == "numpy":
-        kind = "kernel" if create_graph else "numpy"
-    expect = {"kernel": (1, 0), "op": (0, 1), "none": (0, 0), "numpy": (0, 0)}[kind]
+    expect = {"kernel": (1, 0), "op": (0, 1), "none": (0, 0)}[kind]
     assert (n_kernels, n_ops) == expect, (
         f"{name}: backward ran kernels {[k[0] for k in launches.kernels]} and ops "
         f"{[o[0] for o in launches.ops]}, expected {kind}")
@@ -1156,10 +1152,6 @@ def test_backward_is_one_launch(name, create_graph, monkeypatch):
     made = launches.outputs()
     got = [gr for gr in grads if gr is not None]
     assert got, f"{name}: no gradient"
-    if kind == "numpy":  # a fresh array, made from known ones only
-        assert all(not any(gr._data is k for k in known) for gr in got)
-        assert out.grad_fn is node
-        return
     for gr in got:
         assert any(gr._data is o for o in made + [g._data]), \
             f"{name}: a gradient is not the output of the launch"
@@ -1177,10 +1169,8 @@ def test_each_case_is_one_node():
                 f"{name} is made of several nodes: {node.name()} <- {nxt.name()}"
 
 
-# sigmoid is one kernel on CuPy only (test below): on NumPy a few in-place ufunc passes are
-# cheaper than the kernel's twin (ops/elementwise.py, _sigmoid_array)
 FORWARD = {
-    "silu": (F.silu, [X]), "gelu": (F.gelu, [X]),
+    "sigmoid": (gpugrad.sigmoid, [X]), "silu": (F.silu, [X]), "gelu": (F.gelu, [X]),
     "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), [X]),
     "elu": (F.elu, [X]), "leaky_relu": (F.leaky_relu, [X]),
     "softplus": (lambda x: F.softplus(x, beta=0.5), [X]),

@@ -340,17 +340,18 @@ def test_fast_recording_builds_the_general_node(name, grad_y):
 # ---- relu's backward on NumPy ----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_backward_numpy_has_the_kernels_bits(dtype):
-    """The bit-mask backward of relu (ops/elementwise.py) against the kernel's twin, on every
+    """The bit-mask backward of relu (gpugrad/_kernels.py) against the kernel's twin, on every
     kind of value of g and y."""
-    from gpugrad._kernels import kernels as K
-    from gpugrad.ops.elementwise import _relu_backward_numpy
+    from gpugrad._kernels import _relu_backward_numpy, kernels as K
     special = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-300, 2.5, -3.0]
     g = np.array([a for a in special for _ in special], dtype=dtype)
     y = np.array([b for _ in special for b in special], dtype=dtype)
     g = np.concatenate([g, rng.standard_normal(1000).astype(dtype)])
     y = np.concatenate([y, rng.standard_normal(1000).astype(dtype)])
     ints = np.int32 if dtype == np.float32 else np.int64
-    assert np.array_equal(_relu_backward_numpy(g, y).view(ints), K.relu_backward(g, y).view(ints))
+    twin = K.relu_backward.twin(np.dtype(dtype).type, g, y)
+    assert np.array_equal(_relu_backward_numpy(g, y).view(ints), twin.view(ints))
+    assert np.array_equal(K.relu_backward(g, y).view(ints), twin.view(ints))  # the path taken
 
 
 def test_relu_gradient_matches_torch(device):

@@ -403,57 +403,13 @@ def _erf_array(a):
     return erf(a)
 
 
-_SIGMOID_DIRECT_MIN = 4096  # below this, the host cost of errstate outweighs the passes saved
-
-
-def _sigmoid_array(a):
-    """sigmoid of a float array. On CuPy: one kernel (kernels/activations.cu). On NumPy the
-    kernel's twin (exp(-|x|), then a ``np.where`` over both branches: nine ufunc calls) costs
-    ~4x a plain formula, so NumPy takes one of two formulas written as in-place ufunc passes:
-
-    - large arrays: torch's own CPU formula, 1 / (1 + exp(-x)), four passes over one buffer.
-      It flushes x < -88.7 (float32) to 0 exactly as torch's CPU kernel does (exp overflows
-      to inf), so the overflow warning is silenced -- with ``np.errstate``, whose entry costs
-      as much as the passes themselves on a small array;
-    - small arrays: exp(min(x, 0)) / (1 + exp(-|x|)): the kernel's own stable formula without
-      the branch (both exponents are <= 0: nothing overflows, nothing to silence), seven
-      calls of a fraction of a microsecond each.
-    Both are within 2.5e-7 (float32) / 5e-16 (float64) relative of the exact value, as torch
-    (tests/test_ops.py compares them)."""
-    if a.__class__ is not np.ndarray or a.dtype.kind != "f" or not a.ndim:
-        return _K.sigmoid(a)  # CuPy: one kernel (and 0-d arrays, to which ufuncs give scalars)
-    if a.size >= _SIGMOID_DIRECT_MIN and a.dtype.itemsize >= 4:
-        with np.errstate(over="ignore"):
-            e = np.negative(a)
-            np.exp(e, out=e)
-            e += 1
-            return np.reciprocal(e, out=e)
-    c = _SIGMOID_CONSTANTS.get(a.dtype)
-    if c is None:
-        c = _SIGMOID_CONSTANTS[a.dtype] = (np.zeros((), a.dtype), np.ones((), a.dtype))
-    num = np.minimum(a, c[0])
-    np.exp(num, out=num)  # e**x where x < 0, else 1
-    den = np.abs(a)
-    np.negative(den, out=den)
-    np.exp(den, out=den)
-    np.add(den, c[1], out=den)
-    return np.divide(num, den, out=num)
-
-
-# 0 and 1 as 0-d arrays of each dtype: NumPy 2 takes ~1.5 us more per ufunc call to convert
-# a Python number (weak scalar promotion) than to read a 0-d array of the right dtype.
-_SIGMOID_CONSTANTS: dict = {}
-
-
-def _unary(name, forward, backward, save=("x",), keep_int=False, doc="", numpy_backward=None):
+def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
     """Make the Function for ``y = forward(xp, a)`` whose gradient is ``backward(g, x, y)``,
     or, with ``backward=(fused.XBackward, "x" or "y")``, that one fused kernel of ``g`` and
     the input or the output.
 
     ``save`` names what backward reads (``"x"`` the input, ``"y"`` the output); integer inputs
-    are computed in the default float dtype unless ``keep_int``. ``numpy_backward(g, s)``, if
-    given, replaces the kernel on float32/float64 NumPy arrays when nothing is recorded: the
-    same bits, computed faster than the kernel's twin.
+    are computed in the default float dtype unless ``keep_int``.
     """
 
     save_x, save_y = "x" in save, "y" in save
@@ -494,8 +450,6 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc="", numpy_b
                     ga = g._data
                     if (ga.__class__ is _ndarray and a.__class__ is _ndarray
                             and ga.shape == a.shape and ga.dtype is a.dtype):
-                        if numpy_backward is not None and ga.dtype in _BIT_VIEWS:
-                            return make(numpy_backward(ga, a))
                         return make(direct[0](ga, a))
         x, y = ctx.saved_tensors
         return backward(g, x, y)
@@ -553,32 +507,14 @@ Tan = _unary("Tan", lambda xp, a: xp.tan(a), (fused.TanBackward, "y"),
 Tanh = _unary("Tanh", lambda xp, a: xp.tanh(a),
               (fused.TanhBackward, "y"),
               ("y",))
-Sigmoid = _unary("Sigmoid", lambda xp, a: _sigmoid_array(a),
+Sigmoid = _unary("Sigmoid", lambda xp, a: _K.sigmoid(a),
                  (fused.SigmoidBackward, "y"), ("y",))
 Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a,
                     (fused.ReciprocalBackward, "y"), ("y",))
 Erf = _unary("Erf", lambda xp, a: _erf_array(a),
              (fused.ErfBackward, "x"))
-# float dtype -> the unsigned int of its width (bit masks of floats, see _relu_backward_numpy)
-_BIT_VIEWS = {np.dtype(np.float32): np.dtype(np.int32), np.dtype(np.float64): np.dtype(np.int64)}
-
-
-def _relu_backward_numpy(g, y):
-    """``y > 0 ? g : 0`` (kernels/activations.cu, relu_backward) on NumPy: the float bits of
-    ``g`` ANDed with an all-ones/all-zeros mask of ``y > 0``. The kernel's twin, a
-    ``np.where`` over a data-dependent mask, mispredicts a branch per element and runs ~4x
-    slower; this gives the same bits (NaN and -0.0 of ``g`` kept where ``y > 0``, +0.0
-    elsewhere, whatever ``g`` holds there)."""
-    ints = _BIT_VIEWS[g.dtype]
-    mask = np.negative(np.greater(y, 0), dtype=ints)  # -1 (every bit set) where y > 0, else 0
-    out = np.empty_like(g)
-    np.bitwise_and(g.view(ints), mask, out=out.view(ints))
-    return out
-
-
 Relu = _unary("Relu", lambda xp, a: xp.maximum(a, 0),
-              (fused.ReluBackward, "y"), ("y",), keep_int=True,
-              numpy_backward=_relu_backward_numpy)
+              (fused.ReluBackward, "y"), ("y",), keep_int=True)
 Silu = _unary("Silu", lambda xp, a: _K.silu(a),
               (fused.SiluBackward, "x"))
 
