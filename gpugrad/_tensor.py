@@ -16,6 +16,7 @@ from . import _backend, _dtypes
 from ._capture import check_sync as _check_sync  # host syncs raise inside a capture
 from ._dtypes import from_numpy_dtype
 from .autograd import function as _function_module
+from .autograd import engine as _engine_module
 from .autograd import grad_mode
 from .autograd.graph import AccumulateGrad, add_hook
 
@@ -677,6 +678,7 @@ _function_module._Tensor = Tensor
 _function_module._check_same_device = _check_same_device
 _function_module._edge_of = _edge
 _function_module._refresh_view = _refresh_view
+_engine_module._make = Tensor._make
 
 
 def _zeros_like_meta(meta) -> Tensor:

@@ -396,3 +396,66 @@ def test_non_trailing_broadcasts_keep_the_general_path_and_its_errors():
     assert (x + gpugrad.ones(3, 1)).shape == (3, 4)  # broadcast, not trailing: forward does it
     with pytest.raises(RuntimeError, match="must match the size"):
         x + gpugrad.ones(3)
+
+
+# ---- backward on arrays (Function._backward_arrays) gives the general path's gradients ---------
+LEAN_CASES = dict(FAST, **{
+    "bias": lambda x, y: x + y[0], "rbias": lambda x, y: y[0] + x, "sub_bias": lambda x, y: x - y[0],
+    "rsub_t": lambda x, y: y[0] - x, "mul_bias": lambda x, y: x * y[0],
+    "mul_f64": lambda x, y: x * y.double(), "mul_np_scalar": lambda x, y: x * np.float64(2.5),
+    "zero_d": lambda x, y: (x.sum() * 2.0 + y.sum()).tanh() * 3 - x[0, 0],
+    "chain": lambda x, y: ((x * 1.01 + y).tanh()).sigmoid() * (x - y).exp(),
+    "reuse": lambda x, y: x.tanh() + x.tanh() * x + x,
+})
+
+
+@pytest.mark.parametrize("grad_y", [True, False], ids=["both", "x_only"])
+@pytest.mark.parametrize("name", sorted(LEAN_CASES))
+def test_backward_on_arrays_matches_the_general_path(device, monkeypatch, name, grad_y):
+    from gpugrad.autograd import engine
+    a = rng.standard_normal((3, 4))
+    b = rng.uniform(0.5, 2.0, (3, 4))
+    grads = []
+    for lean in (True, False):
+        monkeypatch.setattr(engine, "_LEAN", lean)
+        x = gpugrad.tensor(a, device=device, requires_grad=True)
+        y = gpugrad.tensor(b, device=device, requires_grad=grad_y)
+        out = LEAN_CASES[name](x, y)
+        if out.requires_grad:  # (a program of y alone has nothing to differentiate here)
+            out.backward(gpugrad.ones_like(out) * 0.5)
+        grads.append([None if t.grad is None else (to_numpy(t.grad), t.grad.dtype,
+                                                   t.grad._version.value) for t in (x, y)])
+    for lean_g, general_g in zip(*grads):
+        if general_g is None:
+            assert lean_g is None
+            continue
+        assert np.array_equal(lean_g[0], general_g[0])  # same bits
+        assert lean_g[1:] == general_g[1:]
+
+
+def test_backward_on_arrays_keeps_the_inplace_error():
+    x = gpugrad.tensor(rng.standard_normal(5), requires_grad=True)
+    y = x.tanh()
+    z = y * 2.0
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
+
+
+def test_backward_on_arrays_freed_graph_raises_the_general_error():
+    x = gpugrad.tensor(rng.standard_normal(5), requires_grad=True)
+    y = x.exp().sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.backward()
+
+
+def test_hooks_see_tensors_and_their_results_count(device):
+    x = gpugrad.tensor(rng.standard_normal(4), device=device, requires_grad=True)
+    y = x.tanh()
+    seen = []
+    y.register_hook(lambda g: seen.append(g) or g * 2)
+    (y * 3.0).sum().backward()
+    assert isinstance(seen[0], gpugrad.Tensor)
+    expect = 6.0 * (1 - np.tanh(to_numpy(x)) ** 2)
+    assert_close(x.grad, expect)

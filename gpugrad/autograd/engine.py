@@ -15,6 +15,7 @@ accumulating into ``x.grad`` never writes into a tensor the user or another leaf
 from __future__ import annotations
 
 import heapq
+import itertools
 
 import numpy as np
 
@@ -25,7 +26,14 @@ from .._backend import CPU as _CPU
 from .._dtypes import from_numpy_dtype
 from .graph import AccumulateGrad
 
+heappush = heapq.heappush
+_make = None  # Tensor._make, set by _tensor.py (which imports this module)
+# Whether nodes run their array-level backward (``_lean``) when they can; tests turn it off
+# to compare with the general path.
+_LEAN = True
+
 _ndarray = np.ndarray
+_generic = np.generic
 
 __all__ = ["run_backward"]
 
@@ -97,19 +105,84 @@ def _validate(node, i, g, meta):
     return g
 
 
-def _add_to_buffer(buf, nr, g, owned):
+def _add_to_buffer(buf, nr, g, owned, arrays: bool = False):
+    """Sum gradient ``g`` into slot ``nr`` of a node's buffer (``arrays``: bare arrays, else
+    tensors); in place when the slot's gradient is ours alone."""
     slot = buf[nr]
     if slot is None:
         buf[nr] = [g, owned]
         return
     old = slot[0]
-    a, b = old._data, g._data
+    a, b = (old, g) if arrays else (old._data, g._data)
     if slot[1] and not _state.enabled and a.shape == b.shape and a.dtype == b.dtype \
             and a.__class__ is b.__class__:
         a += b  # ours alone: sum in place
     else:
-        slot[0] = old + g
+        s = old + g
+        slot[0] = np.asarray(s) if arrays and isinstance(s, _generic) else s
         slot[1] = True
+
+
+def _unwrap(node, out, arrays: bool):
+    """A general backward's results, checked to be tensors (or None); their arrays when the
+    pass keeps bare arrays."""
+    from .._tensor import Tensor
+    result = []
+    i = 0
+    for g in out:
+        if g is not None:
+            if not isinstance(g, Tensor):
+                raise TypeError(f"Function {node.name()} returned a gradient of type "
+                                f"{type(g).__name__} at index {i}; expected a Tensor or None")
+            if arrays:
+                g = g._data
+        result.append(g)
+        i += 1
+    return result
+
+
+def _send(node, out, taken, builtin, buffers, deps, heap, ticks, arrays):
+    """Hand the gradients ``out`` (one per edge of ``node``; arrays or tensors as the pass
+    keeps them) to the nodes they belong to, checked against the inputs' shape, dtype and
+    device; push each node whose gradients are now all in onto the heap. ``taken``: ids of
+    arrays that are not ours (for built-in nodes: their incoming gradients)."""
+    meta = node._input_meta
+    i = -1
+    for (nxt, nr), g in zip(node.next_functions, out):
+        i += 1
+        if nxt is None:
+            continue
+        if g is not None:
+            arr = g if arrays else g._data
+            if arr.__class__ is not _ndarray and arrays and isinstance(arr, _generic):
+                arr = g = np.asarray(arr)  # NumPy gives 0-d results as scalars
+            # A gradient is ours (owned) when a built-in backward made it fresh: not a view,
+            # not one of the incoming arrays, not returned twice.
+            if builtin:
+                owned = arr.base is None and id(arr) not in taken
+                taken.add(id(arr))
+            else:
+                owned = False
+            if meta:
+                m = meta[i]
+                # Fast check of the common case (shape, dtype and host all match).
+                if not (arr.shape == m[0] and arr.dtype == m[1]
+                        and arr.__class__ is _ndarray and m[2] is None):
+                    t = _make(arr) if arrays else g
+                    t2 = _validate(node, i, t, m)
+                    if t2 is not t:
+                        g, owned = (t2._data if arrays else t2), True
+            nbuf = buffers.get(nxt)
+            if nbuf is None:
+                nbuf = buffers[nxt] = [None] * nxt._num_outputs()
+            if nbuf[nr] is None:
+                nbuf[nr] = [g, owned]
+            else:
+                _add_to_buffer(nbuf, nr, g, owned, arrays)
+        d = deps[nxt] - 1
+        deps[nxt] = d
+        if d == 0:
+            heappush(heap, (-nxt._seq, next(ticks), nxt))
 
 
 def _run_tensor_hooks(node, buf):
@@ -193,27 +266,50 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
     needed = _needed(nodes, {n for n, _ in captures}) if inputs is not None else None
     results = [None] * (len(inputs) if inputs is not None else 0)
 
+    # Without create_graph the buffers hold bare arrays: a node with an array-level backward
+    # (``_lean``, most built-in ops) runs on them directly, and no tensor is made per
+    # gradient. With create_graph they hold tensors, whose history the gradient graph needs.
+    arrays = not create_graph
+    lean_ok = arrays and _LEAN and not anomaly_mode._mode.enabled
     buffers = {}
     for (node, nr), g, owned in zip(root_edges, root_grads, root_owned):
         buf = buffers.get(node)
         if buf is None:
             buf = buffers[node] = [None] * node._num_outputs()
-        _add_to_buffer(buf, nr, g, owned)
+        _add_to_buffer(buf, nr, g._data if arrays else g, owned, arrays)
 
     prev = _state.enabled
     _state.enabled = bool(create_graph)
     anomaly = anomaly_mode._mode.enabled  # read once per pass: nothing per node when off
     heap = []
-    tick = 0
+    ticks = itertools.count()  # ties (leaves' AccumulateGrad nodes) pop in push order
     for node in root_nodes:
         if deps.get(node, 0) == 0:
-            heapq.heappush(heap, (-node._seq, tick, node))
-            tick += 1
-    heappush, heappop = heapq.heappush, heapq.heappop
+            heappush(heap, (-node._seq, next(ticks), node))
+    heappop = heapq.heappop
     try:
         while heap:
             node = heappop(heap)[2]
-            buf = buffers.pop(node, None) or [None] * node._num_outputs()
+            buf = buffers.pop(node, None)
+            lean = node._lean
+            if (lean is not None and lean_ok and buf is not None and len(buf) == 1
+                    and buf[0] is not None and node._tensor_hooks is None
+                    and node._retain is None and not node._pre_hooks
+                    and not node._post_hooks and (not captures or (node, 0) not in captures)
+                    and (needed is None or node in needed)):
+                # The common node: one output, nothing watching it; arrays in, arrays out.
+                g = buf[0][0]
+                out = lean(node, g)
+                if out is not None:
+                    if not retain_graph:
+                        node._release()
+                    taken = {id(g)}
+                    _send(node, out, taken, True, buffers, deps, heap, ticks, True)
+                    continue
+            if buf is None:
+                buf = [None] * node._num_outputs()
+            elif arrays:  # hooks, captures and general backwards see tensors
+                buf = [None if s is None else [_make(s[0]), s[1]] for s in buf]
             if node._tensor_hooks is not None or node._retain is not None:
                 _run_tensor_hooks(node, buf)
             if node._pre_hooks:
@@ -258,49 +354,17 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
             # A gradient is ours (owned) when a built-in backward made it fresh: not a view,
             # not one of the incoming arrays, not returned twice.
             builtin = node._builtin
+            taken = None
             if builtin:  # (a loop, not a comprehension: each costs a frame on 3.11)
                 taken = set()
                 for g in incoming:
                     if g is not None:
                         taken.add(id(g._data))
+            # drop every reference to the incoming gradients: their memory may go now
             del incoming, buf
-            meta = node._input_meta
-            i = -1
-            for (nxt, nr), g in zip(node.next_functions, out):
-                i += 1
-                if nxt is None:
-                    continue
-                if g is not None:
-                    if not isinstance(g, Tensor):
-                        raise TypeError(f"Function {node.name()} returned a gradient of type "
-                                        f"{type(g).__name__} at index {i}; expected a Tensor or "
-                                        "None")
-                    arr = g._data
-                    if builtin:
-                        owned = arr.base is None and id(arr) not in taken
-                        taken.add(id(arr))
-                    else:
-                        owned = False
-                    if meta:
-                        m = meta[i]
-                        # Fast check of the common case (shape, dtype and host all match).
-                        if not (arr.shape == m[0] and arr.dtype == m[1]
-                                and arr.__class__ is _ndarray and m[2] is None):
-                            g2 = _validate(node, i, g, m)
-                            if g2 is not g:
-                                g, owned = g2, True
-                    nbuf = buffers.get(nxt)
-                    if nbuf is None:
-                        nbuf = buffers[nxt] = [None] * nxt._num_outputs()
-                    if nbuf[nr] is None:
-                        nbuf[nr] = [g, owned]
-                    else:
-                        _add_to_buffer(nbuf, nr, g, owned)
-                d = deps[nxt] - 1
-                deps[nxt] = d
-                if d == 0:
-                    heappush(heap, (-nxt._seq, tick, nxt))
-                    tick += 1
+            g = None
+            _send(node, _unwrap(node, out, arrays), taken, builtin, buffers, deps, heap, ticks,
+                  arrays)
     except _cuda_error_types() as e:  # CUDA failures outside an op (summing gradients, ...)
         raise _cuda_error(e, f"backward (at {node.name()})") from e
     finally:

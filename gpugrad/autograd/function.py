@@ -220,8 +220,10 @@ class _FunctionMeta(type):
         suffix = "Backward0" if namespace.get("_builtin", getattr(cls, "_builtin", False)) \
             else "Backward"
         node_name = namespace.get("_node_name") or f"{name}{suffix}"
+        # _backward_arrays only from the class itself: a subclass may redefine backward
         cls._backward_cls = type(node_name, (BackwardNode,), {
-            "_function": cls, "__module__": cls.__module__, "_builtin": cls._builtin})
+            "_function": cls, "__module__": cls.__module__, "_builtin": cls._builtin,
+            "_lean": namespace.get("_backward_arrays")})
 
 
 class Function(metaclass=_FunctionMeta):
@@ -253,6 +255,14 @@ class Function(metaclass=_FunctionMeta):
     #: grad and grad mode is on, or returns None to take the general path. The node must be
     #: the one the general path makes.
     _record_fast = None
+    #: Built-in ops with one output may set this to ``staticmethod(fn)`` in their class body:
+    #: ``fn(ctx, g)`` is backward on arrays for a pass that records nothing (no
+    #: create_graph): ``g`` is the output's gradient array, the result a sequence of arrays
+    #: (or None) with one gradient per tensor argument (``ctx.next_functions``), or None to
+    #: let the engine call ``backward`` with tensors (unusual cases, and its errors). The
+    #: gradients must be those ``backward`` gives, bit for bit; an array the engine may write
+    #: into must be fresh (not ``g`` itself, not a view).
+    _backward_arrays = None
 
     def __init__(self, *args, **kwargs) -> None:
         if type(self).forward is not Function.forward and not isinstance(
@@ -572,6 +582,25 @@ def _record_one(cls, x, out, saved_x: bool, saved_y: bool, saves: bool = True):
 
 
 _POSITION_0 = (0,)
+
+
+def _saved_arrays(ctx):
+    """The arrays of ``ctx``'s saved tensors (None in empty slots), for a backward on arrays
+    (``Function._backward_arrays``); None when the general path must run instead: the saved
+    tensors were freed or modified in place (``saved_tensors`` raises the error), or a slot
+    holds something else (a checkpoint's placeholder)."""
+    saved = ctx._saved
+    if saved is None:
+        return None
+    out = []
+    for e in saved:
+        if e is None:
+            out.append(None)
+        elif e.__class__ is not _Saved or e.version_counter.value != e.version:
+            return None
+        else:
+            out.append(e.data if e.tensor is None else e.tensor._data)
+    return out
 
 
 def _record_args(cls, args, out, to_save):

@@ -59,6 +59,9 @@ class Node:
     _seq = 0
     _builtin = False  # True for the nodes of built-in ops (see the engine's "owned" flag)
     _input_meta = ()  # per input edge: (shape, dtype, device), for the engine's checks
+    # ``_lean(node, g)``: the array-level backward of a one-output node (see
+    # Function._backward_arrays), or None: the engine then calls ``_apply`` with tensors.
+    _lean = None
     # Rarely set:
     _pre_hooks = None
     _post_hooks = None

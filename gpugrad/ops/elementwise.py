@@ -16,7 +16,7 @@ from .._tensor import Tensor
 from .._kernels import erf as _erf_numpy
 from .._kernels import kernels as _K
 from ..autograd.function import Function
-from ..autograd.function import _record_args, _record_one, _Saved
+from ..autograd.function import _record_args, _record_one, _Saved, _saved_arrays
 from ..autograd import _jvp_rules as _rules
 from ..autograd import grad_mode as _grad_mode
 from . import fused
@@ -140,6 +140,13 @@ class Add(Function):
         return (g if na else None,
                 (g if alpha == 1 else g * alpha) if nb else None, None)
 
+    @staticmethod
+    def _backward_arrays(ctx, g):
+        """backward on arrays (see ``Function._backward_arrays``): g to each tensor."""
+        if ctx.alpha != 1:
+            return None
+        return (g, g) if len(ctx._arg_positions) == 2 else (g,)
+
 
 Add._record_fast = _binary_record(Add, _operator.add, _alpha_save, takes_alpha=True)
 
@@ -169,6 +176,16 @@ class Sub(Function):
         na, nb = ctx.needs_input_grad[:2]
         return (g if na else None, (-g if ctx.alpha == 1 else g * -ctx.alpha) if nb else None,
                 None)
+
+    @staticmethod
+    def _backward_arrays(ctx, g):
+        """backward on arrays (see ``Function._backward_arrays``): g and -g."""
+        if ctx.alpha != 1:
+            return None
+        positions = ctx._arg_positions
+        if len(positions) == 2:
+            return g, -g if ctx.needs_input_grad[1] else None
+        return (g,) if positions[0] == 0 else (-g,)
 
 
 Sub._record_fast = _binary_record(Sub, _operator.sub, _alpha_save, takes_alpha=True)
@@ -211,6 +228,27 @@ class Mul(Function):
             return fused.MulBackward.call(g, a, b)  # both in one kernel
         return (g * (b if b is not None else sb) if na else None,
                 g * (a if a is not None else sa) if nb else None)
+
+    @staticmethod
+    def _backward_arrays(ctx, g):
+        """backward on arrays (see ``Function._backward_arrays``) where it is plain: a
+        tensor times a number, or two tensors of g's dtype that are not the same one."""
+        saved = _saved_arrays(ctx)
+        if saved is None or ctx.square:
+            return None
+        a, b = saved
+        sa, sb = ctx.scalars
+        if sb is not None:  # tensor * number (a Python one: NumPy's promotion is torch's)
+            return (g * sb,) if sb.__class__ is float or sb.__class__ is int else None
+        if sa is not None:  # number * tensor
+            return (g * sa,) if sa.__class__ is float or sa.__class__ is int else None
+        if a is not None and b is not None:
+            return _K.mul_backward(g, a, b)  # both in one kernel
+        if b is not None and b.dtype is g.dtype:  # only a's gradient
+            return g * b, None
+        if a is not None and a.dtype is g.dtype:
+            return None, g * a
+        return None
 
 
 Mul._record_fast = _binary_record(Mul, _operator.mul, _mul_save, takes_alpha=False)
@@ -347,6 +385,11 @@ class Neg(Function):
     def backward(ctx, g):
         return -g
 
+    @staticmethod
+    def _backward_arrays(ctx, g):
+        """backward on arrays (see ``Function._backward_arrays``)."""
+        return (-g,)
+
 
 class Pow(Function):
     """``input ** exponent``; either side may be a Python number."""
@@ -419,7 +462,15 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
         kernel_of = (fn_cls.kernel, 1 if operand == "y" else 0)
         backward = ((lambda g, x, y: kernel_call(fn_cls, g, y)) if operand == "y"
                     else (lambda g, x, y: kernel_call(fn_cls, g, x)))
-    direct = []  # [kernel, saved index], resolved on the first backward
+    direct = []  # [kernel], resolved on the first backward
+
+    def lean(ctx, g):  # backward on arrays (see Function._backward_arrays)
+        saved = _saved_arrays(ctx)
+        if saved is None:
+            return None
+        if not direct:
+            direct.append(getattr(_K, kernel_of[0]))
+        return (direct[0](g, saved[kernel_of[1]]),)
 
     def fwd(ctx, x):
         a = x._data
@@ -434,23 +485,11 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
         return y
 
     def bwd(ctx, g):
-        if kernel_of is not None and not _grad_state.enabled:
-            # Not recorded (no create_graph): the kernel straight on the incoming gradient
-            # and the saved array, when both are NumPy arrays of one shape and dtype and
-            # the saved tensor is unchanged -- no saved-tensor unpacking, no tensors made
-            # but the result. Anything else takes the general path (and its errors).
-            if not direct:
-                from .._kernels import kernels as K
-                direct[:] = [getattr(K, kernel_of[0]), kernel_of[1]]
-            saved = ctx._saved
-            if saved is not None and not ctx._in_jvp:
-                e = saved[direct[1]]
-                if e.__class__ is _Saved and e.version_counter.value == e.version:
-                    a = e.data if e.tensor is None else e.tensor._data
-                    ga = g._data
-                    if (ga.__class__ is _ndarray and a.__class__ is _ndarray
-                            and ga.shape == a.shape and ga.dtype is a.dtype):
-                        return make(direct[0](ga, a))
+        if kernel_of is not None and not _grad_state.enabled and not ctx._in_jvp:
+            # Not recorded (no create_graph): the kernel on the arrays, as the engine runs it
+            out = lean(ctx, g._data)
+            if out is not None:
+                return make(out[0])
         x, y = ctx.saved_tensors
         return backward(g, x, y)
 
@@ -474,6 +513,8 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
     cls = type(name, (Function,), {"_builtin": True, "__doc__": doc, "_eager": staticmethod(eager),
                                    "_record_fast": staticmethod(record),
                                    "forward": staticmethod(fwd), "backward": staticmethod(bwd),
+                                   "_backward_arrays": None if kernel_of is None
+                                   else staticmethod(lean),
                                    "jvp": _rules.self_adjoint,
                                    "__module__": __name__})
     return cls
