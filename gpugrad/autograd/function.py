@@ -255,6 +255,12 @@ class Function(metaclass=_FunctionMeta):
     #: grad and grad mode is on, or returns None to take the general path. The node must be
     #: the one the general path makes.
     _record_fast = None
+    #: Built-in ops may set this to ``staticmethod(fn)``: ``fn(*args)`` is the whole op for
+    #: its common case, checked first: it computes the result from the arrays and, when grad
+    #: mode is on and an argument requires grad, records the node (``_record_one``,
+    #: ``_record_binary``); or it returns None to take the general path. Outputs and nodes
+    #: must be those of the general path. Not called under anomaly mode or forward AD.
+    _fast = None
     #: Built-in ops with one output may set this to ``staticmethod(fn)`` in their class body:
     #: ``fn(ctx, g)`` is backward on arrays for a pass that records nothing (no
     #: create_graph): ``g`` is the output's gradient array, the result a sequence of arrays
@@ -308,6 +314,14 @@ class Function(metaclass=_FunctionMeta):
         # arguments, no per-call work for features not in use. Keep it flat.
         if _fw_enabled:  # a dual level is active: forward_ad may have tangents to push
             return _dual_apply(cls, args, kwargs)
+        if cls._fast is not None and not kwargs and _record is _plain_record:
+            # A built-in op's common case, computed (and recorded) in one routine
+            try:
+                out = cls._fast(*args)
+            except _cuda_error_types() as e:
+                raise _cuda_error(e, cls) from e
+            if out is not None:
+                return out
         if cls._eager is not None and not _state.enabled and not kwargs:
             # Grad mode off: nothing can record. A built-in op's array-level shortcut for
             # its common case (no ctx, no grad-mode switch); None hands the call on.
@@ -582,6 +596,52 @@ def _record_one(cls, x, out, saved_x: bool, saved_y: bool, saves: bool = True):
 
 
 _POSITION_0 = (0,)
+_POSITIONS = {(True, True): (0, 1), (True, False): (0,), (False, True): (1,)}
+
+
+def _edge(t):
+    """The edge from a node to tensor ``t``'s node: its grad_fn, its leaf accumulator when it
+    requires grad, or none."""
+    fn = t.grad_fn
+    if fn is not None:
+        return fn, t._output_nr
+    if t._requires_grad:
+        return t._grad_accumulator(), 0
+    return _NO_EDGE
+
+
+def _record_binary(cls, a, b, ta: bool, tb: bool, out, n_args: int):
+    """``_record`` for a built-in op of two arguments ``a`` and ``b`` (tensors where ``ta`` /
+    ``tb``, else numbers; one requires grad, grad mode on, no stale view among them) and
+    maybe more that are not tensors (``n_args`` in all), with one fresh floating output
+    ``out`` on the arguments' device; returns the ctx, for the op's own attributes and
+    saved tensors. The same node as the general path, built in a few steps."""
+    ctx = _new(cls._backward_cls)
+    ctx._seq = next(_sequence)
+    ctx._n_args = n_args
+    d = out._data
+    device = None if d.__class__ is _ndarray else _device_of(d)
+    ra = ta and a._requires_grad
+    rb = tb and b._requires_grad
+    ctx.needs_input_grad = _NEEDS[ra, rb, n_args]
+    ctx._arg_positions = _POSITIONS[ta, tb]
+    if ta and tb:
+        x, y = a._data, b._data
+        ctx.next_functions = (_edge(a), _edge(b))
+        ctx._input_meta = ((x.shape, x.dtype, device), (y.shape, y.dtype, device))
+    else:
+        t = a if ta else b
+        x = t._data
+        ctx.next_functions = (_edge(t),)
+        ctx._input_meta = ((x.shape, x.dtype, device),)
+    ctx._output_meta = ((d.shape, d.dtype, device),)
+    out.grad_fn = ctx
+    out._requires_grad = True
+    return ctx
+
+
+_NEEDS = {(ra, rb, n): (ra, rb) + (False,) * (n - 2)
+          for ra in (True, False) for rb in (True, False) for n in (2, 3)}
 
 
 def _saved_arrays(ctx):

@@ -12,11 +12,11 @@ import operator as _operator
 import numpy as np
 
 from .. import _dtypes
-from .._tensor import Tensor
+from .._tensor import Tensor, _refresh_view
 from .._kernels import erf as _erf_numpy
 from .._kernels import kernels as _K
 from ..autograd.function import Function
-from ..autograd.function import _record_args, _record_one, _Saved, _saved_arrays
+from ..autograd.function import _record_binary, _record_one, _Saved, _saved_arrays
 from ..autograd import _jvp_rules as _rules
 from ..autograd import grad_mode as _grad_mode
 from . import fused
@@ -69,61 +69,60 @@ def _same_float_arrays(a, b):
     return None
 
 
-def _binary_record(cls, op, save, takes_alpha: bool):
-    """The ``_record_fast`` routine of binary arithmetic op ``cls`` (see
-    ``Function._record_fast``) for the common case of ``_same_float_arrays``:
-    ``save(ctx, a, b)`` sets what forward would set on ctx and returns the tensors forward
-    would save (or None)."""
+def _binary_fast(cls, op, save, n_args: int):
+    """The ``_fast`` routine of binary arithmetic op ``cls`` (see ``Function._fast``) for the
+    common case of ``_same_float_arrays``; anything else (promotion, broadcasting, alpha, bad
+    operands) goes to forward. ``save(ctx, a, b)`` sets on a recorded node what forward
+    would set and save."""
 
-    def record(a, b, alpha=1):
+    def fast(a, b, alpha=1):
         if alpha != 1:
             return None
         arrays = _same_float_arrays(a, b)
         if arrays is None:
             return None
-        out = make(op(*arrays))
-        ctx = _record_args(cls, (a, b, alpha) if takes_alpha else (a, b), out, None)
-        to_save = save(ctx, a, b)
-        if to_save is not None:
-            ctx._saved = [None if t is None else _Saved(t, None) for t in to_save]
-        return out
+        if _grad_state.enabled:
+            ta = isinstance(a, Tensor)
+            tb = isinstance(b, Tensor)
+            if ta and a._base is not None:  # a view: its history may be stale (ops/_views)
+                _refresh_view(a)
+            if tb and b._base is not None:
+                _refresh_view(b)
+            if (ta and a._requires_grad) or (tb and b._requires_grad):
+                out = make(op(*arrays))
+                save(_record_binary(cls, a, b, ta, tb, out, n_args), a, b)
+                return out
+        return make(op(*arrays))
 
-    return staticmethod(record)
+    return staticmethod(fast)
 
 
 def _mul_save(ctx, a, b):
-    na = isinstance(a, Tensor) and a._requires_grad
-    nb = isinstance(b, Tensor) and b._requires_grad
-    ctx.scalars = (None if isinstance(a, Tensor) else a, None if isinstance(b, Tensor) else b)
+    na, nb = ctx.needs_input_grad
+    ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
+    ctx.scalars = (None if ta else a, None if tb else b)
     ctx.square = a is b
-    return (a if nb and isinstance(a, Tensor) else None,
-            b if na and isinstance(b, Tensor) else None)
+    if na or nb:
+        ctx._saved = [_Saved(a, None) if nb and ta else None,
+                      _Saved(b, None) if na and tb else None]
+
+
+def _div_save(ctx, a, b):
+    ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
+    ctx._saved = [_Saved(a, None) if ctx.needs_input_grad[1] and ta else None,
+                  _Saved(b, None) if tb else None]
+    ctx.scalar_a = None if ta else a
+    ctx.scalar_b = None if tb else b
 
 
 def _alpha_save(ctx, a, b):
     ctx.alpha = 1
-    return None
-
-
-def _binary_eager(op):
-    """The ``_eager`` shortcut of a binary arithmetic op (see ``Function._eager``): the
-    common case of ``_same_float_arrays``, computed as forward would compute it; anything
-    else (promotion, broadcasting, alpha, bad operands) goes to forward."""
-
-    def eager(a, b, alpha=1):
-        if alpha != 1:
-            return None
-        arrays = _same_float_arrays(a, b)
-        return None if arrays is None else make(op(*arrays))
-
-    return staticmethod(eager)
 
 
 # ---- arithmetic -------------------------------------------------------------------------------
 class Add(Function):
     """``input + alpha * other``."""
     _builtin = True
-    _eager = _binary_eager(_operator.add)
 
     @staticmethod
     def forward(ctx, a, b, alpha=1):
@@ -148,13 +147,12 @@ class Add(Function):
         return (g, g) if len(ctx._arg_positions) == 2 else (g,)
 
 
-Add._record_fast = _binary_record(Add, _operator.add, _alpha_save, takes_alpha=True)
+Add._fast = _binary_fast(Add, _operator.add, _alpha_save, 3)
 
 
 class Sub(Function):
     """``input - alpha * other``."""
     _builtin = True
-    _eager = _binary_eager(_operator.sub)
 
     @staticmethod
     def forward(ctx, a, b, alpha=1):
@@ -188,13 +186,12 @@ class Sub(Function):
         return (g,) if positions[0] == 0 else (-g,)
 
 
-Sub._record_fast = _binary_record(Sub, _operator.sub, _alpha_save, takes_alpha=True)
+Sub._fast = _binary_fast(Sub, _operator.sub, _alpha_save, 3)
 
 
 class Mul(Function):
     """``input * other``."""
     _builtin = True
-    _eager = _binary_eager(_operator.mul)
 
     @staticmethod
     def forward(ctx, a, b):
@@ -251,7 +248,7 @@ class Mul(Function):
         return None
 
 
-Mul._record_fast = _binary_record(Mul, _operator.mul, _mul_save, takes_alpha=False)
+Mul._fast = _binary_fast(Mul, _operator.mul, _mul_save, 2)
 
 
 def _true_div_arrays(a, b):
@@ -266,7 +263,6 @@ def _true_div_arrays(a, b):
 class Div(Function):
     """``input / other`` (true division)."""
     _builtin = True
-    _eager = _binary_eager(_operator.truediv)
 
     @staticmethod
     def forward(ctx, a, b):
@@ -293,6 +289,9 @@ class Div(Function):
         if na:  # both in one kernel
             return fused.DivBackward.call(g, a, b)
         return None, fused.DivBackwardDivisor.call(g, a, b)
+
+
+Div._fast = _binary_fast(Div, _operator.truediv, _div_save, 2)
 
 
 class FloorDivide(Function):
@@ -365,19 +364,16 @@ class Neg(Function):
         return make(-x._data)
 
     @staticmethod
-    def _eager(x):
-        """Nothing recorded (see ``Function._eager``): a float tensor's negation."""
-        if isinstance(x, Tensor) and x._data.dtype.kind == "f":
-            return make(-x._data)
-        return None
-
-    @staticmethod
-    def _record_fast(x):
-        """Forward and node in one routine (see ``Function._record_fast``)."""
-        a = x._data
-        if a.dtype.kind != "f":
+    def _fast(x):
+        """The common case (see ``Function._fast``): a float tensor's negation."""
+        if not isinstance(x, Tensor) or x._data.dtype.kind != "f":
             return None
-        return _record_one(Neg, x, make(-a), False, False, saves=False)
+        if _grad_state.enabled:
+            if x._base is not None:  # a view: its history may be stale (ops/_views)
+                _refresh_view(x)
+            if x._requires_grad:
+                return _record_one(Neg, x, make(-x._data), False, False, saves=False)
+        return make(-x._data)
 
     jvp = _rules.self_adjoint
 
@@ -493,25 +489,27 @@ def _unary(name, forward, backward, save=("x",), keep_int=False, doc=""):
         x, y = ctx.saved_tensors
         return backward(g, x, y)
 
-    def eager(x):  # nothing recorded (see Function._eager): the array op alone
+    def fast(x):  # the common case (see Function._fast): a float tensor, or keep_int
         if not isinstance(x, Tensor):
             return None
         a = x._data
-        if keep_int or a.dtype.kind == "f":
-            return make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
-        return None
-
-    def record(x):  # x requires grad (see Function._record_unary)
-        a = x._data
         if a.dtype.kind != "f":
-            return None
-        y = make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
-        if y._data.dtype.kind != "f":
-            return None
-        return _record_one(cls, x, y, save_x, save_y)
+            if not keep_int:
+                return None
+            if _grad_state.enabled and x._base is not None:
+                _refresh_view(x)
+            return make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
+        if _grad_state.enabled:
+            if x._base is not None:  # a view: its history may be stale (ops/_views)
+                _refresh_view(x)
+            if x._requires_grad:
+                y = make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
+                if y._data.dtype.kind != "f":  # (sign of a float is float: never here)
+                    return None
+                return _record_one(cls, x, y, save_x, save_y)
+        return make(forward(np if a.__class__ is _ndarray else xp_of(a), a))
 
-    cls = type(name, (Function,), {"_builtin": True, "__doc__": doc, "_eager": staticmethod(eager),
-                                   "_record_fast": staticmethod(record),
+    cls = type(name, (Function,), {"_builtin": True, "__doc__": doc, "_fast": staticmethod(fast),
                                    "forward": staticmethod(fwd), "backward": staticmethod(bwd),
                                    "_backward_arrays": None if kernel_of is None
                                    else staticmethod(lean),
