@@ -141,6 +141,26 @@ def _unwrap(node, out, arrays: bool):
     return result
 
 
+def _check_array(node, i, a, meta, g):
+    """Gradient array ``a`` of input ``i`` of ``node`` (whose incoming gradient was ``g``)
+    made to match the input's ``meta`` (see ``_validate``), and whether it is ours."""
+    if isinstance(a, _generic):
+        a = np.asarray(a)  # NumPy gives 0-d results as scalars
+    owned = a is not g and a.base is None
+    t = _make(a)
+    t2 = _validate(node, i, t, meta)
+    if t2 is not t:
+        return t2._data, True
+    return a, owned
+
+
+def _new_buffer(node, nr, g, owned):
+    """A node's gradient buffer, one slot per output, with ``[g, owned]`` in slot ``nr``."""
+    buf = [None] * node._num_outputs()
+    buf[nr] = [g, owned]
+    return buf
+
+
 def _send(node, out, taken, builtin, buffers, deps, heap, ticks, arrays):
     """Hand the gradients ``out`` (one per edge of ``node``; arrays or tensors as the pass
     keeps them) to the nodes they belong to, checked against the inputs' shape, dtype and
@@ -225,6 +245,16 @@ def _accumulate(var, g, owned):
         old._version.value += 1
 
 
+def _accumulate_array(var, a, owned):
+    """``_accumulate`` of an array, without create_graph."""
+    old = var._grad
+    if old is None:
+        var._grad = _make(a if owned else a.copy())
+    else:
+        old._data += a
+        old._version.value += 1
+
+
 def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inputs=None,
                  allow_unused=False, accumulate=True, materialize_grads=False):
     """Run the reverse pass from ``roots`` (tensors) seeded with ``root_grads``
@@ -303,9 +333,40 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                 if out is not None:
                     if not retain_graph:
                         node._release()
-                    taken = {id(g)}
-                    _send(node, out, taken, True, buffers, deps, heap, ticks, True)
+                    # _send, for arrays from an array-level backward: each is ours unless
+                    # it is g or a view (such a backward never returns one array twice)
+                    meta = node._input_meta
+                    i = -1
+                    for (nxt, nr), a in zip(node.next_functions, out):
+                        i += 1
+                        if nxt is None:
+                            continue
+                        if a is not None:
+                            m = meta[i]
+                            if (a.__class__ is _ndarray and m[2] is None and a.shape == m[0]
+                                    and a.dtype == m[1]):
+                                owned = a is not g and a.base is None
+                            else:  # a scalar, another device or shape: the general checks
+                                a, owned = _check_array(node, i, a, m, g)
+                            nbuf = buffers.get(nxt)
+                            if nbuf is None:
+                                buffers[nxt] = [[a, owned]] if nxt._lean is not None else \
+                                    _new_buffer(nxt, nr, a, owned)
+                            elif nbuf[nr] is None:
+                                nbuf[nr] = [a, owned]
+                            else:
+                                _add_to_buffer(nbuf, nr, a, owned, True)
+                        d = deps[nxt] - 1
+                        deps[nxt] = d
+                        if d == 0:
+                            heappush(heap, (-nxt._seq, next(ticks), nxt))
                     continue
+            elif (node.__class__ is AccumulateGrad and lean_ok and buf is not None
+                    and buf[0] is not None and not node.variable._hooks and not captures
+                    and accumulate and node._pre_hooks is None):
+                # A leaf that nothing watches: add the array into .grad
+                _accumulate_array(node.variable, buf[0][0], buf[0][1])
+                continue
             if buf is None:
                 buf = [None] * node._num_outputs()
             elif arrays:  # hooks, captures and general backwards see tensors
