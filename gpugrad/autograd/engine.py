@@ -23,6 +23,7 @@ from .._cuda_errors import error_types as _cuda_error_types
 from .._cuda_errors import translate as _cuda_error
 from . import anomaly_mode, grad_mode
 from .._backend import CPU as _CPU
+from .._backend import device_of_array as _device_of
 from .._dtypes import from_numpy_dtype
 from .graph import AccumulateGrad
 
@@ -141,6 +142,11 @@ def _unwrap(node, out, arrays: bool):
     return result
 
 
+def _on(a, device) -> bool:
+    """Whether ``a`` (not a NumPy array) is a device array on ``device`` (None: the host)."""
+    return device is not None and not isinstance(a, _generic) and _device_of(a) is device
+
+
 def _check_array(node, i, a, meta, g):
     """Gradient array ``a`` of input ``i`` of ``node`` (whose incoming gradient was ``g``)
     made to match the input's ``meta`` (see ``_validate``), and whether it is ours."""
@@ -185,9 +191,9 @@ def _send(node, out, taken, builtin, buffers, deps, heap, ticks, arrays):
                 owned = False
             if meta:
                 m = meta[i]
-                # Fast check of the common case (shape, dtype and host all match).
-                if not (arr.shape == m[0] and arr.dtype == m[1]
-                        and arr.__class__ is _ndarray and m[2] is None):
+                # Fast check of the common case (shape, dtype and device all match).
+                if not (arr.shape == m[0] and arr.dtype == m[1] and (
+                        m[2] is None if arr.__class__ is _ndarray else _on(arr, m[2]))):
                     t = _make(arr) if arrays else g
                     t2 = _validate(node, i, t, m)
                     if t2 is not t:
@@ -343,8 +349,8 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                             continue
                         if a is not None:
                             m = meta[i]
-                            if (a.__class__ is _ndarray and m[2] is None and a.shape == m[0]
-                                    and a.dtype == m[1]):
+                            if a.shape == m[0] and a.dtype == m[1] and (
+                                    m[2] is None if a.__class__ is _ndarray else _on(a, m[2])):
                                 owned = a is not g and a.base is None
                             else:  # a scalar, another device or shape: the general checks
                                 a, owned = _check_array(node, i, a, m, g)

@@ -220,10 +220,24 @@ class _FunctionMeta(type):
         suffix = "Backward0" if namespace.get("_builtin", getattr(cls, "_builtin", False)) \
             else "Backward"
         node_name = namespace.get("_node_name") or f"{name}{suffix}"
-        # _backward_arrays only from the class itself: a subclass may redefine backward
         cls._backward_cls = type(node_name, (BackwardNode,), {
             "_function": cls, "__module__": cls.__module__, "_builtin": cls._builtin,
-            "_lean": namespace.get("_backward_arrays")})
+            "_lean": _inherited(cls, "_backward_arrays")})
+        if "_fast" not in namespace and _inherited(cls, "_fast") is None:
+            cls._fast = None
+
+
+def _inherited(cls, name):
+    """The built-in shortcut ``name`` (``_fast``, ``_backward_arrays``) that ``cls`` defines or
+    inherits, as stored (a staticmethod); None when a class on the way redefines ``forward``
+    or ``backward`` (a subclass's own forward must run, and its own backward)."""
+    for klass in cls.__mro__:
+        own = vars(klass)
+        if name in own:
+            return own[name]
+        if "forward" in own or "backward" in own:
+            return None
+    return None
 
 
 class Function(metaclass=_FunctionMeta):
@@ -245,16 +259,6 @@ class Function(metaclass=_FunctionMeta):
     """
 
     _builtin = False
-    #: Built-in ops may set this to ``staticmethod(fn)``: ``fn(*args)`` computes the result
-    #: straight from the arrays when nothing is recorded, or returns None to let ``forward``
-    #: handle the call (its checks, promotion and errors). It must return exactly what
-    #: ``forward`` would.
-    _eager = None
-    #: Built-in ops may set this to ``staticmethod(fn)``: ``fn(*args)`` runs forward and
-    #: records the node (with ``_record_one`` or ``_record_args``) when an argument requires
-    #: grad and grad mode is on, or returns None to take the general path. The node must be
-    #: the one the general path makes.
-    _record_fast = None
     #: Built-in ops may set this to ``staticmethod(fn)``: ``fn(*args)`` is the whole op for
     #: its common case, checked first: it computes the result from the arrays and, when grad
     #: mode is on and an argument requires grad, records the node (``_record_one``,
@@ -322,15 +326,6 @@ class Function(metaclass=_FunctionMeta):
                 raise _cuda_error(e, cls) from e
             if out is not None:
                 return out
-        if cls._eager is not None and not _state.enabled and not kwargs:
-            # Grad mode off: nothing can record. A built-in op's array-level shortcut for
-            # its common case (no ctx, no grad-mode switch); None hands the call on.
-            try:
-                out = cls._eager(*args)
-            except _cuda_error_types() as e:
-                raise _cuda_error(e, cls) from e
-            if out is not None:
-                return out
         if kwargs:  # as in torch: arguments given by name take their forward() position
             args, kwargs = _bind_kwargs(cls, args, kwargs)
         Tensor = _Tensor
@@ -352,22 +347,6 @@ class Function(metaclass=_FunctionMeta):
             i += 1
         if not host and len(positions) > 1:
             _check_same_device(cls, args, positions)
-        if not record and enabled and cls._eager is not None and not kwargs:
-            # Grad mode on, but no input requires grad: the same shortcut.
-            try:
-                out = cls._eager(*args)
-            except _cuda_error_types() as e:
-                raise _cuda_error(e, cls) from e
-            if out is not None:
-                return out
-        if record and cls._record_fast is not None and not kwargs and _record is _plain_record:
-            # A built-in op: forward and recording in one routine (_record_one/_record_args)
-            try:
-                out = cls._record_fast(*args)
-            except _cuda_error_types() as e:
-                raise _cuda_error(e, cls) from e
-            if out is not None:
-                return out
         ctx = _new(cls._backward_cls)  # its sequence number is given when it is recorded
         if record:
             if i == 1:  # a unary op (its one argument requires grad)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _capture
-from .._tensor import Tensor
+from .._tensor import Tensor, _refresh_view
 from ..backends import _precision
-from ..autograd.function import Function, _record_args
+from ..autograd.function import Function, _record_args, _saved_arrays
+from ..autograd import grad_mode as _grad_mode
 from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
 from ._util import make, xp_of
+
+_grad_state = _grad_mode.state
 
 
 def _check_dtypes(op, a, b):
@@ -57,35 +60,55 @@ class Matmul(Function):
         ctx.ndims = (x.ndim, y.ndim)
         return make(_matmul_arrays(x, y))
 
-    @staticmethod
-    def _eager(a, b):
-        """Nothing recorded (see ``Function._eager``; ``matmul`` checked the operands)."""
-        return make(_matmul_arrays(a._data, b._data))
-
     @classmethod
-    def _record_fast(cls, a, b):
-        """Forward and node in one routine (see ``Function._record_fast``): the node the
-        general path makes, with what ``forward`` saves and sets."""
+    def _fast(cls, a, b):
+        """The common case (see ``Function._fast``; ``matmul`` checked the operands): the
+        product, and when recorded the node the general path makes, with what ``forward``
+        saves and sets."""
         x, y = a._data, b._data
-        out = make(_matmul_arrays(x, y))
-        na, nb = a._requires_grad, b._requires_grad
-        ctx = _record_args(cls, (a, b), out, (a if nb else None, b if na else None))
-        ctx.ndims = (x.ndim, y.ndim)
-        return out
+        if (x.__class__ is not np.ndarray or y.__class__ is not np.ndarray) and (
+                x.__class__ is not y.__class__ or x.device != y.device):
+            return None  # two devices: the general path names them in its error
+        if _grad_state.enabled:
+            if a._base is not None:  # a view: its history may be stale (ops/_views)
+                _refresh_view(a)
+            if b._base is not None:
+                _refresh_view(b)
+            na, nb = a._requires_grad, b._requires_grad
+            if na or nb:
+                out = make(_matmul_arrays(x, y))
+                ctx = _record_args(cls, (a, b), out, (a if nb else None, b if na else None))
+                ctx.ndims = (x.ndim, y.ndim)
+                return out
+        return make(_matmul_arrays(x, y))
 
     jvp = _rules.multilinear
 
     @staticmethod
+    def _backward_arrays(ctx, g):
+        """backward on arrays (see ``Function._backward_arrays``) of matrices and batches:
+        the two products (no transpose views, no nodes); broadcast batch dimensions are
+        summed back by the engine."""
+        nda, ndb = ctx.ndims
+        if nda < 2 or ndb < 2:
+            return None
+        saved = _saved_arrays(ctx)
+        if saved is None:
+            return None
+        a, b = saved
+        na, nb = ctx.needs_input_grad
+        return (_matmul_arrays(g, b.swapaxes(-1, -2)) if na else None,
+                _matmul_arrays(a.swapaxes(-1, -2), g) if nb else None)
+
+    @staticmethod
     def backward(ctx, g):
+        if not is_grad_enabled() and not ctx._in_jvp:  # not recorded: as the engine runs it
+            out = Matmul._backward_arrays(ctx, g._data)
+            if out is not None:
+                return tuple(None if o is None else make(o) for o in out)
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         nda, ndb = ctx.ndims
-        if nda >= 2 and ndb >= 2 and not is_grad_enabled():
-            # Not recorded: the two products on the arrays (no transpose views, no nodes);
-            # broadcast batch dimensions are summed back by the engine, as below.
-            gd = g._data
-            return (make(_matmul_arrays(gd, b._data.swapaxes(-1, -2))) if na else None,
-                    make(_matmul_arrays(a._data.swapaxes(-1, -2), gd)) if nb else None)
         # Put the vector dimensions back so that the products below are plain matmuls.
         if nda == 1 and ndb == 1:
             return (g * b if na else None, g * a if nb else None)
