@@ -47,7 +47,10 @@ returns a pending tensor, and the chain is computed when a non-elementwise op (a
 reduction other than a full sum, ...) or the caller reads it, or when ``fn`` returns. Results
 equal the unfused ones within float tolerance; ``fuse=False`` runs every op as eager code does.
 On NumPy, chains of fewer than ``_lazy.NUMPY_MIN_ELEMENTS`` (2**18) elements run eagerly: a
-region's Python costs more than the passes it saves there. An input changed in place while a chain that reads it is pending raises a clear error.
+region's Python costs more than the passes it saves there. In-place writes behave as in eager
+code (the chains that read the tensor are computed first; InplaceError where eager raises it);
+a write that goes around gpugrad's in-place ops (an optimizer step) to an input a chain still
+needs raises InplaceError, naming the tensor and the chain.
 
 On the CPU the same API runs ``fn`` eagerly every call, through the same cache, static
 buffers, static outputs and capture flag (so host synchronisation raises there too): the

@@ -33,23 +33,35 @@ when :func:`fusing` exits. A flush:
 4. turns each output back into a plain :class:`Tensor` in place (``__class__`` assignment:
    the subclass adds no slots), holding the result and that node as its ``grad_fn``.
 
-``loss.backward()`` on a pending loss (a full sum, the only live output of its region) whose
-region reads only plain leaves among the tensors that require grad (no ``.grad`` yet, no
-hooks, not views), with the implicit seed (no ``gradient``, ``create_graph`` or ``inputs``),
-needs no engine: the flush runs the region's ``value_and_grad`` program, which gives the loss
-and each leaf's gradient at once, and the gradients become the leaves' ``.grad`` as
-AccumulateGrad would set them (:func:`_fast_backward`). On CuPy that program is ONE reduce
+``loss.backward()`` or ``gpugrad.autograd.backward(loss)`` on a pending loss (a full sum, the
+only live output of its region) whose region reads only plain leaves among the tensors that
+require grad (no ``.grad`` yet, no hooks, not views), with the implicit seed (no
+``gradient``, ``create_graph`` or ``inputs``), needs no engine: the flush runs the region's
+``value_and_grad`` program, which gives the loss and each leaf's gradient at once, and the
+gradients become the leaves' ``.grad`` as AccumulateGrad would set them
+(:func:`_fast_backward`). On CuPy that program is ONE reduce
 kernel (``_fusion.FusedKernel.reduce_call``): W2's step reads x once and writes x.grad once.
 The loss then looks as after an ordinary backward: a plain tensor whose ``grad_fn`` is
 released (a second backward raises torch's error), or kept with ``retain_graph=True``.
 Any other case takes the ordinary path above.
 
 Semantics kept: values equal the eager ones within float tolerance; requires_grad and
-grad_fn as eager (one node instead of many); tensors saved for backward are version-checked.
-A region's inputs are read when it is flushed, not when its ops ran: an input changed in
-place in between (``x.add_(1)`` under no_grad while ``x * 2`` is pending) raises a clear error
-instead of computing with the new values. Gradients of gradients through a region
+grad_fn as eager (one node instead of many). Gradients of gradients through a region
 (``create_graph=True``) replay the region's ops eagerly, so they are exact, not fused.
+
+In-place writes do what they do to eager code, error included (see "in-place writes" below),
+although a region reads its inputs when it is flushed and its backward recomputes the chain
+from them, where the eager ops save what their backward reads (exp, tanh and sigmoid: their
+result). While fusing, every in-place op of gpugrad (all pass ``ops.inplace.check_inplace``,
+which :func:`fusing` wraps) first computes the thread's pending regions that read the tensor
+it writes, and gives each live region node that saved it a copy of its current value (as
+torch's in-place ops do for their own node); and each region node checks, at the start of its
+backward, the versions of what the eager ops would have saved (its inputs, its live outputs),
+in eager's order, raising eager's InplaceError with eager's message where eager would raise
+it. A write that goes around gpugrad's in-place ops (an optimizer's update of the arrays, a
+raw array write, another thread's, or one after :func:`fusing` ended) to an input that a
+region still needs raises InplaceError, naming the tensor and the chain: at the region's
+flush (``y = p * 2`` pending, then ``opt.step()``) or in its backward.
 
 Outside :func:`fusing` nothing here runs: eager ops pay nothing for it.
 """
@@ -188,16 +200,13 @@ class _Pending(Tensor):
                 return out
         return _eager("mean")(self, dim, keepdim, dtype=dtype)
 
-    def backward(self, gradient=None, retain_graph=None, create_graph=False,
-                 inputs=None) -> None:
-        """As ``Tensor.backward``. A loss (a fused full sum) whose chain reads only plain
-        leaves among the tensors that require grad, differentiated with the implicit seed
-        of 1 (no ``gradient``, ``create_graph`` or ``inputs``), computes its value and the
-        leaves' gradients in ONE kernel (see :func:`_fast_backward`)."""
-        if gradient is None and not create_graph and inputs is None and \
-                _fast_backward(self, bool(retain_graph)):
-            return
-        Tensor.backward(self, gradient, retain_graph, create_graph, inputs)
+    def _fast_backward(self, retain_graph: bool) -> bool:
+        """``gpugrad.autograd.backward`` (and so ``Tensor.backward``) of this tensor alone,
+        with the implicit seed of 1 (no gradient, ``create_graph`` or ``inputs``), asks this
+        first: a loss (a fused full sum) whose chain reads only plain leaves among the
+        tensors that require grad computes its value and the leaves' gradients in ONE
+        kernel (:func:`_fast_backward`); True when it did."""
+        return _fast_backward(self, retain_graph)
 
 
 def _eager(name):
@@ -223,7 +232,7 @@ class _Region:
 
     __slots__ = ("key", "shape", "dtype", "cls", "device", "grad", "nodes", "consts",
                  "tensors", "arrays", "versions", "input_of", "refs", "rg", "done",
-                 "error", "__weakref__")
+                 "error", "means", "__weakref__")
 
     def __init__(self, key, shape, dtype, cls, device, grad) -> None:
         self.key, self.shape, self.dtype, self.cls = key, shape, dtype, cls
@@ -235,6 +244,7 @@ class _Region:
         self.rg = {}        # node -> requires grad (op time)
         self.done = False
         self.error = None   # why its flush failed
+        self.means = ()     # summed nodes that are a mean (eager: MeanBackward0)
 
     def input(self, t, kind) -> int:
         n = self.input_of.get(id(t))
@@ -422,6 +432,7 @@ def _lazy_sum(t, mean):
         n = len(region.nodes) - 1
         if rg:
             region.rg[n] = True
+        region.means += (n,)
     stats["ops"] += 1
     return _pending(region, n, True, (), rg)
 
@@ -461,6 +472,13 @@ def _install() -> None:
             saved.append((cls, own))
             _originals[cls] = cls.apply
             cls.apply = lazy
+        if not _check_inplace_orig:
+            from .ops import inplace  # every in-place op of gpugrad checks through it first
+            _check_inplace_orig[:] = [inplace.check_inplace, inplace]
+        inplace = _check_inplace_orig[1]
+        if inplace.check_inplace is not _check_inplace:
+            _check_inplace_orig[0] = inplace.check_inplace
+            inplace.check_inplace = _check_inplace
 
 
 def _uninstall() -> None:
@@ -474,6 +492,9 @@ def _uninstall() -> None:
             else:
                 cls.apply = own
         _installed["saved"] = []
+        inplace = _check_inplace_orig[1]
+        if inplace.check_inplace is _check_inplace:
+            inplace.check_inplace = _check_inplace_orig[0]
 
 
 class fusing:
@@ -504,10 +525,11 @@ class fusing:
 _graphs: dict = {}  # structure -> FusedGraph (its programs cached on it)
 
 
-def flush(region, fast: bool = False):
+def flush(region, fast: bool = False, released: bool = False):
     """Compute ``region``: one forward kernel, and one autograd node for its backward.
     ``fast`` (from :func:`_fast_backward`): the kernel also computes the gradients of its
-    one summed output; returns the ``_Plan`` (its ``grads``), or None."""
+    one summed output; returns the ``_Plan`` (its ``grads``), or None. ``released``: the
+    node is released as soon as it is made (no backward will run it: nothing to check)."""
     if region.done:
         return None
     region.done = True
@@ -515,7 +537,7 @@ def flush(region, fast: bool = False):
     if st is not None and st.regions.get(region.key) is region:
         del st.regions[region.key]
     try:
-        return _compute(region, fast)
+        return _compute(region, fast, released)
     except BaseException as e:
         region.error = f"{type(e).__name__}: {e}"
         raise
@@ -556,7 +578,7 @@ def _fast_backward(t, retain_graph: bool) -> bool:
     for x in region.tensors:
         if x._requires_grad and not _plain_leaf(x):
             return False
-    plan = flush(region, fast=True)
+    plan = flush(region, fast=True, released=not retain_graph)
     if plan is None or plan.grads is None:  # computed as an ordinary flush: the engine runs
         return False
     for x, g in zip(plan.grad_inputs, plan.grads):
@@ -572,7 +594,7 @@ def _anomaly_enabled() -> bool:
     return anomaly_mode._mode.enabled
 
 
-def _compute(region, fast=False):
+def _compute(region, fast=False, released=False):
     outs, objs, reduce = [], [], []
     for n, ref, summed in region.refs:
         t = ref()
@@ -611,17 +633,27 @@ def _compute(region, fast=False):
     for j in inputs:
         counter, version = region.versions[j]
         if counter.value != version:
+            # gpugrad's in-place ops compute the chains reading a tensor before writing it
+            # (_before_write); this write went around them (an optimizer's update, a raw
+            # array write) or came from another thread: the values read are gone.
             t = region.tensors[j]
-            raise RuntimeError(
-                f"fused elementwise chain: an input ({t.dtype.name} {list(t.shape)}) was "
-                "modified in place after an elementwise op read it and before that op's "
-                "result was used; inside gpugrad.compile elementwise results are computed "
-                "when first used. Use the result before modifying its inputs in place (or "
-                "clone the input), or compile with fuse=False.")
+            raise _function.InplaceError(
+                f"fused elementwise chain ({_op_names(nodes, order)}): an input "
+                f"[{t.dtype.name} {list(t.shape)}], which is {_which(t)}, was modified in "
+                f"place (version {counter.value}; expected {version}) after an elementwise "
+                "op read it and before that op's result was used, by a write that does not "
+                "go through gpugrad's in-place ops (an optimizer step, a raw array write) "
+                "or from another thread; inside gpugrad.compile elementwise results are "
+                "computed when first used. Use the result before modifying its inputs in "
+                "place (or clone the input), or compile with fuse=False.")
     plan = _Plan(graph, [region.arrays[j] for j in inputs], consts, objs,
                  [region.rg.get(n, False) for n in outs], [nodes[n] for n in order], pos,
                  key[-1])
     plan.fast = fast
+    if region.grad and not released:
+        plan.checks = _eager_saved(region, key, order, outs, objs, reduce, inputs)
+        plan.names = [("MeanBackward0" if n in region.means else "SumBackward0") if r
+                      else _EAGER_NAMES[nodes[n][1]] for n, r in zip(outs, reduce)]
     tensors = [region.tensors[j] for j in inputs]
     prev = _state.enabled
     _state.enabled = region.grad
@@ -630,6 +662,8 @@ def _compute(region, fast=False):
     finally:
         _state.enabled = prev
     stats["regions"] += 1
+    if plan.ctx is not None and plan.ctx._saved and not released:  # inputs are watched
+        _watch(plan.ctx)
     for t, rg in zip(objs, plan.rg):
         if not rg and t.__dict__.get("grad_fn") is not None:  # independent of every input
             t.grad_fn, t._requires_grad = None, False        # that requires grad: as eager
@@ -659,12 +693,15 @@ class _Plan:
     ``grads`` (one per input index of ``wrt``; ``grad_inputs``: those input tensors)."""
 
     __slots__ = ("graph", "arrays", "consts", "outs", "rg", "nodes", "pos", "out_pos",
-                 "fast", "grads", "wrt", "grad_inputs")
+                 "fast", "grads", "wrt", "grad_inputs", "checks", "names", "ctx")
 
     def __init__(self, graph, arrays, consts, outs, rg, nodes, pos, out_pos) -> None:
         self.graph, self.arrays, self.consts, self.outs = graph, arrays, consts, outs
         self.rg, self.nodes, self.pos, self.out_pos = rg, nodes, pos, out_pos
         self.fast, self.grads, self.wrt, self.grad_inputs = False, None, (), ()
+        # what eager would have saved (_eager_saved), each output's eager node name, and
+        # the region's node (ctx) once its Function ran
+        self.checks, self.names, self.ctx = (), (), None
 
 
 _REGION_FN = []
@@ -713,6 +750,12 @@ def _region_fn():
                 ctx.plan_ = (graph, consts, [a.shape for a in arrays], plan.nodes, plan.pos,
                              plan.out_pos, wrt)
                 ctx.save_for_backward(*inputs)
+                ctx.checks_, ctx.names_ = plan.checks, plan.names
+                ctx.copied_ = set()  # slots given a copy by _before_write
+                # None (not zeros) for an output no gradient reaches: eager would not run
+                # the ops only it needs, nor check what they saved (_check_saved)
+                ctx.set_materialize_grads(False)
+                plan.ctx = ctx
             outs = tuple(plan.outs)
             plan.outs = None  # the node must not keep its outputs alive
             return outs
@@ -720,26 +763,52 @@ def _region_fn():
         @staticmethod
         def backward(ctx, *gys):
             graph, consts, shapes, nodes, pos, out_pos, wrt = ctx.plan_
-            inputs = ctx.saved_tensors
-            if _state.enabled:  # create_graph=True: differentiate the chain replayed eagerly
-                return (None, *_replay_backward(nodes, pos, out_pos, consts, inputs, gys,
-                                                ctx.needs_input_grad[1:]))
-            grads = [None] * len(inputs)
-            vg, ctx.vg = ctx.vg, None  # given away once: the engine may sum into them
-            if vg is not None:
-                gy = gys[0]._data
-                for i, r in zip(wrt, vg):
-                    grads[i] = Tensor._make(r if gy == 1 else r * gy)
-                return (None, *grads)
-            res = graph.program("backward", wrt)(*[t._data for t in inputs], *consts,
-                                                 *[g._data for g in gys])
-            stats["backward_launches"] += 1
-            for i, r in zip(wrt, res):
-                grads[i] = Tensor._make(_fusion._sum_to(r, shapes[i]))
+            if all(g is None for g in gys):
+                return (None,) * (len(shapes) + 1)
+            vg = ctx.vg if not _state.enabled else None
+            reached = None  # the region nodes whose eager ops run: all, unless...
+            if any(g is None for g in gys):  # (not `None in gys`: that compares tensors)
+                reached = _reached(ctx, gys)
+                gys = [g if g is not None else _function._zeros(ctx._output_meta[i])
+                       for i, g in enumerate(gys)]
+            # What eager would have raised first; then the inputs, unless vg has it all
+            _check_saved(ctx, reached, vg is None)
+            grads = _region_backward(ctx, gys, vg)
+            if reached is not None:  # no gradient for an input only unreached outputs read
+                slot = 0
+                for n, p in sorted(pos.items(), key=lambda item: item[1]):
+                    if nodes[p][1] == "input":
+                        if n not in reached:
+                            grads[slot] = None
+                        slot += 1
             return (None, *grads)
 
     _REGION_FN.append(FusedRegion)
     return FusedRegion
+
+
+def _region_backward(ctx, gys, vg):
+    """The gradients of the inputs of fused node ``ctx`` (a list, one per input): from the
+    forward's own pass (``vg``), the chain replayed eagerly (``create_graph``), or the
+    backward kernel."""
+    graph, consts, shapes, nodes, pos, out_pos, wrt = ctx.plan_
+    grads = [None] * len(shapes)
+    if vg is not None:
+        ctx.vg = None  # given away once: the engine may sum into them
+        gy = gys[0]._data
+        for i, r in zip(wrt, vg):
+            grads[i] = Tensor._make(r if gy == 1 else r * gy)
+        return grads
+    inputs = ctx.saved_tensors
+    if _state.enabled:  # create_graph=True: differentiate the chain replayed eagerly
+        return list(_replay_backward(nodes, pos, out_pos, consts, inputs, gys,
+                                     ctx.needs_input_grad[1:]))
+    res = graph.program("backward", wrt)(*[t._data for t in inputs], *consts,
+                                         *[g._data for g in gys])
+    stats["backward_launches"] += 1
+    for i, r in zip(wrt, res):
+        grads[i] = Tensor._make(_fusion._sum_to(r, shapes[i]))
+    return grads
 
 
 def _replay_backward(nodes, pos, out_pos, consts, inputs, gys, need):
@@ -771,3 +840,331 @@ def _replay_backward(nodes, pos, out_pos, consts, inputs, gys, need):
     it = iter(got)
     return tuple(next(it) if n else None for n in need)
 
+
+# ---- in-place writes: eager's semantics -------------------------------------------------------
+# A fused region saves its inputs (its backward recomputes the chain from them) where the eager
+# ops save what each one's backward reads, often its result (exp, tanh, sigmoid). So that an
+# in-place write does to a compiled step exactly what it does to eager code:
+#
+# - before gpugrad's in-place ops write a tensor (they all pass ops.inplace.check_inplace,
+#   which fusing() wraps), the chains of the thread that read it are computed, and a fused
+#   node that still needs it for its backward gets a copy of its current value (as torch's
+#   in-place ops keep the original of their own input: ops.inplace._save_original);
+# - a fused node remembers the version of what the eager ops would have saved (_eager_saved)
+#   and checks it first in its backward (_check_saved): InplaceError with eager's message,
+#   where eager raises it, and only there.
+#
+# A write that goes around gpugrad's in-place ops (an optimizer's update, a raw array write,
+# another thread's, or one after fusing() ended) to an input a fused chain still needs raises
+# InplaceError too, naming the tensor and the chain: at the chain's flush or its backward.
+# One difference remains: a region is one node, so an output no gradient reaches still links
+# it to the inputs of its chain, and the engine runs the nodes behind those (with zeros), as
+# eager would not: one of them whose saved tensor was modified raises where eager does not.
+
+#: what the eager Function of each op saves for backward (gpugrad/ops/elementwise.py): its
+#: result ("out") or its arguments ("a", "b"); "a?" only when the other argument requires
+#: grad (Mul and Div save only what the wanted gradients read). Numbers are never saved.
+_SAVES = {"add": (), "sub": (), "neg": (), "mul": ("a?", "b?"), "div": ("a?", "b"),
+          "pow": ("a",), "exp": ("out",), "tanh": ("out",), "sigmoid": ("out",),
+          "sqrt": ("out",), "relu": ("out",), "log": ("a",), "sin": ("a",), "cos": ("a",),
+          "where": ("a",)}
+_EAGER_NAMES = {op: f"{name}Backward0" for name, op in _fusion.FUNCTION_OPS.items()}
+
+
+def _eager_saved(region, key, order, outs, objs, reduce, inputs):
+    """The tensors the eager ops of ``region`` would have saved that code can still write:
+    its inputs and its live outputs (a temporary that is gone cannot be written). A list,
+    in op order, of (node, eager node name, items); an item is [version counter, version
+    when saved, a reference to the tensor (weak; made strong by :func:`_before_write` when
+    it is written, to describe it as eager would), saved as its op's own result, dtype,
+    shape, the node's saved slot of an input or None]. Which ones depends only on the
+    region's structure (``key``) and on which inputs require grad: cached."""
+    tensors = region.tensors
+    rgs = tuple([tensors[j]._requires_grad for j in inputs])
+    spec = _saves_cache.get((key, rgs))
+    if spec is None:
+        if len(_saves_cache) > 1024:
+            _saves_cache.clear()
+        spec = _saves_cache[(key, rgs)] = _saves_spec(region, order, inputs)
+    if not spec:
+        return ()
+    live = {n: t for n, t, r in zip(outs, objs, reduce) if not r}
+    checks = []
+    for p, name, saved in spec:
+        items = []
+        for ap, own, slot in saved:
+            a = order[ap]
+            if slot is not None:
+                j = inputs[slot]
+                t = tensors[j]
+                counter, version = region.versions[j]
+                dtype, shape = t._data.dtype, t._data.shape
+            else:
+                t = live.get(a)
+                if t is None:  # a temporary, gone: nothing can write it
+                    continue
+                counter = t._version
+                version = counter.value
+                dtype, shape = region.dtype, t.__dict__["_lz"][3]  # (still pending)
+            items.append([counter, version, weakref.ref(t), own, dtype, shape, slot])
+        if items:
+            checks.append((order[p], name, items))
+    return checks
+
+
+_saves_cache: dict = {}  # (structure, inputs' requires_grad) -> _saves_spec
+
+
+def _saves_spec(region, order, inputs):
+    """What :func:`_eager_saved` looks for, by positions in ``order``: (op's position, eager
+    node name, ((saved node's position, saved as its op's own result, the input's slot or
+    None), ...)), for each op whose eager Function records a node and saves something."""
+    nodes, rg, tensors = region.nodes, region.rg, region.tensors
+    pos = {n: i for i, n in enumerate(order)}
+    slot_of = {j: i for i, j in enumerate(inputs)}
+    spec = []
+    for n in order:
+        op, args = nodes[n][1], nodes[n][2]
+        saves = _SAVES.get(op)
+        if not saves or not rg.get(n):  # saves nothing, or eager records no node
+            continue
+        saved = []
+        for s in saves:
+            if s == "out":
+                a = n
+            else:
+                i = "ab".index(s[0])
+                a = args[i]
+                if s[-1] == "?":
+                    other = nodes[args[1 - i]]
+                    if not (rg.get(args[1 - i]) if other[1] != "input"
+                            else tensors[other[3]]._requires_grad):
+                        continue
+            aop, extra = nodes[a][1], nodes[a][3]
+            if aop != "const":
+                saved.append((pos[a], s == "out", slot_of[extra] if aop == "input" else None))
+        if saved:
+            spec.append((pos[n], _EAGER_NAMES[op], tuple(saved)))
+    return tuple(spec)
+
+
+def _check_saved(ctx, reached, inputs_read) -> None:
+    """Raise InplaceError as eager would, before the backward of fused node ``ctx``: first
+    for what eager's ops would have saved (in the order eager runs them: the last op first;
+    only the ops that run, ``reached`` (:func:`_reached`; None: all), those whose result
+    leads to an output with a gradient), then, when the backward reads them
+    (``inputs_read``), for the inputs it saved, changed by a write that went around
+    gpugrad's in-place ops (see the section comment)."""
+    checks, saved = ctx.checks_, ctx._saved
+    if saved is None:  # released: saved_tensors raises torch's error, as eager's would
+        return
+    if checks:
+        for n, name, items in reversed(checks):
+            for counter, version, ref, own, dtype, shape, slot in items:
+                if counter.value == version:
+                    continue
+                if slot is not None and saved[slot].version_counter is not counter and \
+                        slot not in ctx.copied_:
+                    # this node is the in-place op's own, which kept the original of its
+                    # input (ops.inplace._save_original), as eager's node does
+                    continue
+                if reached is not None and n not in reached:
+                    continue
+                t = ref()
+                if own:
+                    which = f"output 0 of {name}"
+                else:
+                    which = _which(t) if t is not None else "an input of the chain"
+                    if t is not None:
+                        dtype = t.dtype.name
+                raise _function.InplaceError(
+                    "one of the variables needed for gradient computation has been modified "
+                    f"by an inplace operation: [{dtype} {list(shape)}], which is {which}, is at "
+                    f"version {counter.value}; expected version {version} instead. Hint: do "
+                    "not modify it in place (use an out-of-place op, or .clone() it before "
+                    f"modifying), or call its in-place op before it is used by {name}.")
+    if not inputs_read:
+        return
+    for s in saved:
+        if s is not None and s.version_counter.value != s.version:
+            t = s.tensor
+            nodes = ctx.plan_[3]
+            raise _function.InplaceError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{t.dtype.name} {list(t.shape)}], which is {_which(t)}, "
+                f"is at version {s.version_counter.value}; expected version {s.version} "
+                f"instead. It is an input of a fused elementwise chain "
+                f"({_op_names(nodes, None)}), whose backward recomputes the chain from its "
+                "inputs, and it was written after the chain read it by a write that does not "
+                "go through gpugrad's in-place ops (an optimizer step, a raw array write), "
+                "or outside gpugrad.compile. Hint: do not modify it before backward (or "
+                ".clone() it before modifying), or compile with fuse=False.")
+
+
+def _reached(ctx, gys) -> set:
+    """The region nodes whose eager ops backward would run: those an output with a
+    gradient depends on."""
+    nodes, pos, out_pos = ctx.plan_[3], ctx.plan_[4], ctx.plan_[5]
+    at = {p: n for n, p in pos.items()}  # position -> region node
+    stack = [at[p] for (p, _), g in zip(out_pos, gys) if g is not None]
+    seen = set()
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(nodes[pos[n]][2])
+    return seen
+
+
+def _which(t) -> str:
+    """``t`` as eager's InplaceError describes it: a leaf, or the output of its node (for a
+    fused node, the eager op that made that output)."""
+    g = t.grad_fn
+    if g is None:
+        return "a leaf tensor"
+    names = getattr(g, "names_", None) if isinstance(g, _region_fn()._backward_cls) else None
+    if names:
+        return f"output 0 of {names[t._output_nr]}"
+    return f"output {t._output_nr} of {g.name()}"
+
+
+def _op_names(nodes, order) -> str:
+    """The ops of a chain, for messages: ``exp, mul``."""
+    ops = []
+    for node in (nodes if order is None else [nodes[n] for n in order]):
+        if node[1] not in ("input", "const") and node[1] not in ops:
+            ops.append(node[1])
+    return ", ".join(ops)
+
+
+# Live fused nodes by the version counters of the tensors they saved (the slot's index) or
+# whose eager saving they check (the _eager_saved item): (counter, weak reference to the
+# node, slot or item); the counter object is held, so its id is not reused. And the saved
+# slots again by the memory they read (the id of its root array, kept alive by the slot):
+# a write through another tensor over it (``.data``) is seen too.
+_watched: dict = {}
+_watched_memory: dict = {}
+_SWEEP_AT = 256  # entries at least before the freed or released ones are swept
+_watch_size = [0, _SWEEP_AT]  # entries now, and when to sweep next
+_watch_lock = threading.Lock()
+
+
+def _watch(ctx) -> None:
+    """Watch what fused node ``ctx`` saved or checks (see :func:`_before_write`)."""
+    if _watch_size[0] > _watch_size[1]:  # entries of freed or released nodes: forgotten
+        _sweep()
+    ref = weakref.ref(ctx)
+    with _watch_lock:
+        for i, s in enumerate(ctx._saved):
+            if s is not None:
+                e = (s.version_counter, ref, i)
+                _watched.setdefault(id(s.version_counter), []).append(e)
+                _watched_memory.setdefault(id(_root(s.tensor._data)), []).append(e)
+                _watch_size[0] += 2
+        for _, _, items in ctx.checks_:
+            for item in items:
+                if not item[3]:  # saved as an argument: eager names it by its history
+                    _watched.setdefault(id(item[0]), []).append((item[0], ref, item))
+                    _watch_size[0] += 1
+
+
+def _live(entry) -> bool:
+    counter, ref, slot = entry
+    node = ref()
+    if node is None or node._saved is None:
+        return False
+    if slot.__class__ is list:
+        return True
+    s = node._saved[slot]
+    return s is not None and s.version_counter is counter
+
+
+def _sweep() -> None:
+    """Forget the nodes freed or released (their backward ran): nothing to protect."""
+    with _watch_lock:
+        size = 0
+        for watched in (_watched, _watched_memory):
+            for key, entries in list(watched.items()):
+                keep = [e for e in entries if _live(e)]
+                if keep:
+                    watched[key] = keep
+                    size += len(keep)
+                else:
+                    del watched[key]
+        # the next sweep after as many new entries again: amortized O(1) per entry
+        _watch_size[:] = [size, max(_SWEEP_AT, 2 * size)]
+
+
+def _root(a):
+    """The array that owns the memory of view ``a`` (as ops._views._root)."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
+
+
+def _before_write(t) -> None:
+    """Called (while fusing) by every in-place op of gpugrad before it writes ``t``: the
+    thread's pending chains that read ``t``'s memory are computed first, with the values
+    they read (as eager computed them), and each live fused node that saved ``t`` (or a
+    tensor over its memory: a view, its base, ``.data``) keeps a copy of the current value
+    instead, for its backward (ops.inplace._save_original does this for the in-place op's
+    own node). Eager's own InplaceError then comes from :func:`_check_saved`."""
+    v = t._version
+    root = None
+    st = getattr(_tls, "st", None)
+    if st is not None and st.regions:
+        for region in list(st.regions.values()):
+            if region.done:
+                continue
+            reads = False
+            for counter, _ in region.versions:
+                if counter is v:
+                    reads = True
+                    break
+            if not reads:  # another tensor over the same memory
+                if root is None:
+                    root = _root(t._data)
+                reads = any(_root(a) is root for a in region.arrays)
+            if reads:
+                flush(region)
+    if not _watched and not _watched_memory:
+        return
+    if root is None:
+        root = _root(t._data)
+    with _watch_lock:
+        entries = _watched.pop(id(v), []) + _watched_memory.pop(id(root), [])
+    for e in entries:
+        if not _live(e):
+            continue
+        if e[2].__class__ is list:  # checked as eager would: hold it, to describe it
+            if e[0] is v:
+                held = e[2][2]()
+                if held is not None:
+                    e[2][2] = _holder(held)
+            continue
+        node = e[1]()
+        s = node._saved[e[2]]
+        if s.version_counter.value != s.version:
+            continue  # written before, around the in-place ops: _check_saved says so
+        old = s.tensor
+        if _root(old._data) is not root and old._version is not v:
+            continue  # (an id reused by another array)
+        copy = Tensor._make(old._data.copy())
+        copy.grad_fn, copy._output_nr = old.grad_fn, old._output_nr
+        copy._requires_grad = old._requires_grad
+        s.tensor, s.version_counter, s.version = copy, copy._version, 0
+        node.copied_.add(e[2])
+
+
+def _holder(t):
+    return lambda: t
+
+
+def _check_inplace(t, op: str) -> None:
+    """``ops.inplace.check_inplace`` while fusing: its checks, then :func:`_before_write`."""
+    _check_inplace_orig[0](t, op)
+    _before_write(t)
+
+
+# ops.inplace.check_inplace (wrapped by _check_inplace while fusing) and ops.inplace
+_check_inplace_orig = []

@@ -403,12 +403,26 @@ def test_views_and_in_place_ops_on_pending_tensors(device):
     assert_close(base.grad, ref.grad, rtol=1e-5, atol=1e-6)
 
 
-def test_input_changed_in_place_before_use_is_an_error(device):
+def test_input_changed_in_place_before_use_keeps_eager_values(device):
+    # gpugrad's in-place ops compute the pending chains that read a tensor before writing it
     x = gpugrad.ones(3, device=device)
-    with pytest.raises(RuntimeError, match="modified in place"):
+    with _lazy.fusing():
+        y = x * 2
+        x.add_(1)
+        s = y.sum()
+    assert s.item() == 6.0 and x.sum().item() == 6.0  # as eager: y read x before the write
+
+
+def test_input_changed_around_the_in_place_ops_before_use_is_an_error(device):
+    # An optimizer's update writes the arrays itself: the chain that read the old values
+    # cannot compute them any more, and says so (eager computed y before the step)
+    p = gpugrad.ones(3, device=device, requires_grad=True)
+    p.grad = gpugrad.ones(3, device=device)
+    opt = optim.SGD([p], lr=0.5)
+    with pytest.raises(gpugrad.autograd.InplaceError, match="modified in place"):
         with _lazy.fusing():
-            y = x * 2
-            x.add_(1)
+            y = p.detach() * 2
+            opt.step()
             s = y.sum()
     with pytest.raises(RuntimeError, match="could not be computed.*modified in place"):
         s.item()  # the failed chain says why again

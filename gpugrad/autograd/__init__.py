@@ -101,6 +101,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False,
         inputs = _as_tuple(inputs)
         if not inputs:
             raise RuntimeError("backward: 'inputs' argument to backward() cannot be empty.")
+    elif len(tensors) == 1 and grads[0] is None and not create_graph:
+        # A pending fused loss (gpugrad._lazy, inside gpugrad.compile) may compute its value
+        # and its leaves' gradients in one kernel, without the engine; it says whether it did.
+        fast = getattr(type(tensors[0]), "_fast_backward", None)
+        if fast is not None and fast(tensors[0], bool(retain_graph)):
+            return
     seeds, owned = _make_grads(tensors, grads, "backward")
     run_backward(tensors, seeds, owned, retain_graph, create_graph, inputs=inputs,
                  allow_unused=True, accumulate=True)
