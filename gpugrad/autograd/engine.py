@@ -147,70 +147,6 @@ def _on(a, device) -> bool:
     return device is not None and not isinstance(a, _generic) and _device_of(a) is device
 
 
-def _check_array(node, i, a, meta, g):
-    """Gradient array ``a`` of input ``i`` of ``node`` (whose incoming gradient was ``g``)
-    made to match the input's ``meta`` (see ``_validate``), and whether it is ours."""
-    if isinstance(a, _generic):
-        a = np.asarray(a)  # NumPy gives 0-d results as scalars
-    owned = a is not g and a.base is None
-    t = _make(a)
-    t2 = _validate(node, i, t, meta)
-    if t2 is not t:
-        return t2._data, True
-    return a, owned
-
-
-def _new_buffer(node, nr, g, owned):
-    """A node's gradient buffer, one slot per output, with ``[g, owned]`` in slot ``nr``."""
-    buf = [None] * node._num_outputs()
-    buf[nr] = [g, owned]
-    return buf
-
-
-def _send(node, out, taken, builtin, buffers, deps, heap, ticks, arrays):
-    """Hand the gradients ``out`` (one per edge of ``node``; arrays or tensors as the pass
-    keeps them) to the nodes they belong to, checked against the inputs' shape, dtype and
-    device; push each node whose gradients are now all in onto the heap. ``taken``: ids of
-    arrays that are not ours (for built-in nodes: their incoming gradients)."""
-    meta = node._input_meta
-    i = -1
-    for (nxt, nr), g in zip(node.next_functions, out):
-        i += 1
-        if nxt is None:
-            continue
-        if g is not None:
-            arr = g if arrays else g._data
-            if arr.__class__ is not _ndarray and arrays and isinstance(arr, _generic):
-                arr = g = np.asarray(arr)  # NumPy gives 0-d results as scalars
-            # A gradient is ours (owned) when a built-in backward made it fresh: not a view,
-            # not one of the incoming arrays, not returned twice.
-            if builtin:
-                owned = arr.base is None and id(arr) not in taken
-                taken.add(id(arr))
-            else:
-                owned = False
-            if meta:
-                m = meta[i]
-                # Fast check of the common case (shape, dtype and device all match).
-                if not (arr.shape == m[0] and arr.dtype == m[1] and (
-                        m[2] is None if arr.__class__ is _ndarray else _on(arr, m[2]))):
-                    t = _make(arr) if arrays else g
-                    t2 = _validate(node, i, t, m)
-                    if t2 is not t:
-                        g, owned = (t2._data if arrays else t2), True
-            nbuf = buffers.get(nxt)
-            if nbuf is None:
-                nbuf = buffers[nxt] = [None] * nxt._num_outputs()
-            if nbuf[nr] is None:
-                nbuf[nr] = [g, owned]
-            else:
-                _add_to_buffer(nbuf, nr, g, owned, arrays)
-        d = deps[nxt] - 1
-        deps[nxt] = d
-        if d == 0:
-            heappush(heap, (-nxt._seq, next(ticks), nxt))
-
-
 def _run_tensor_hooks(node, buf):
     """Hooks registered with Tensor.register_hook on this node's outputs, then retain_grad."""
     if node._tensor_hooks:
@@ -259,6 +195,65 @@ def _accumulate_array(var, a, owned):
     else:
         old._data += a
         old._version.value += 1
+
+
+def _run_node(node, buf, arrays, anomaly, captures, results, accumulate, needed):
+    """One node the general way: tensor hooks, pre-hooks, captures of ``inputs``, a leaf's
+    accumulation, ``_apply`` (or anomaly mode's run), post-hooks. Returns the gradients for
+    its edges (arrays when the pass keeps arrays), the ids of arrays that are not ours, and
+    whether the node is built in; or Nones when nothing goes on from it (a leaf, or a node
+    that no wanted input needs)."""
+    if buf is None:
+        buf = [None] * node._num_outputs()
+    elif arrays:  # hooks, captures and general backwards see tensors
+        buf = [None if s is None else [_make(s[0]), s[1]] for s in buf]
+    if node._tensor_hooks is not None or node._retain is not None:
+        _run_tensor_hooks(node, buf)
+    if node._pre_hooks:
+        grads = [s and s[0] for s in buf]
+        for hook in tuple(node._pre_hooks.values()):
+            r = hook(tuple(grads))
+            if r is not None:
+                grads = list(r)
+        buf = [None if g is None else [g, False] for g in grads]
+
+    is_leaf = node.__class__ is AccumulateGrad or isinstance(node, AccumulateGrad)
+    if (is_leaf and node.variable._hooks and buf[0] is not None
+            and ((node, 0) in captures or (accumulate and (needed is None or node in needed)))):
+        # as in torch, autograd.grad() w.r.t. a leaf sees its hooks' result too
+        _run_leaf_hooks(node.variable, buf[0])
+    if captures:
+        for nr in range(len(buf)):
+            ks = captures.get((node, nr))
+            if ks and buf[nr] is not None:
+                for k in ks:
+                    results[k] = buf[nr][0]
+    if is_leaf:
+        if accumulate and buf[0] is not None and (needed is None or node in needed):
+            _accumulate(node.variable, buf[0][0], buf[0][1])
+        return None, None, None
+    if needed is not None and node not in needed:
+        return None, None, None
+
+    if len(buf) == 1:  # one output (most nodes): no comprehension frame (3.11)
+        incoming = [None if buf[0] is None else buf[0][0]]
+    else:
+        incoming = [s and s[0] for s in buf]
+    del buf  # (the incoming gradients may be freed as soon as backward lets them go)
+    out = anomaly_mode.run_node(node, incoming) if anomaly else node._apply(incoming)
+    if node._post_hooks:
+        for hook in tuple(node._post_hooks.values()):
+            r = hook(tuple(out), tuple(incoming))
+            if r is not None:
+                out = list(r)
+    builtin = node._builtin
+    taken = None
+    if builtin:  # (a loop, not a comprehension: each costs a frame on 3.11)
+        taken = set()
+        for g in incoming:
+            if g is not None:
+                taken.add(id(g._data))
+    return _unwrap(node, out, arrays), taken, builtin
 
 
 def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inputs=None,
@@ -328,6 +323,7 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
             node = heappop(heap)[2]
             buf = buffers.pop(node, None)
             lean = node._lean
+            out = None
             if (lean is not None and lean_ok and buf is not None and len(buf) == 1
                     and buf[0] is not None and node._tensor_hooks is None
                     and node._retain is None and not node._pre_hooks
@@ -337,101 +333,64 @@ def run_backward(roots, root_grads, root_owned, retain_graph, create_graph, inpu
                 g = buf[0][0]
                 out = lean(node, g)
                 if out is not None:
-                    if not retain_graph:
-                        node._release()
-                    # _send, for arrays from an array-level backward: each is ours unless
-                    # it is g or a view (such a backward never returns one array twice)
-                    meta = node._input_meta
-                    i = -1
-                    for (nxt, nr), a in zip(node.next_functions, out):
-                        i += 1
-                        if nxt is None:
-                            continue
-                        if a is not None:
-                            m = meta[i]
-                            if a.shape == m[0] and a.dtype == m[1] and (
-                                    m[2] is None if a.__class__ is _ndarray else _on(a, m[2])):
-                                owned = a is not g and a.base is None
-                            else:  # a scalar, another device or shape: the general checks
-                                a, owned = _check_array(node, i, a, m, g)
-                            nbuf = buffers.get(nxt)
-                            if nbuf is None:
-                                buffers[nxt] = [[a, owned]] if nxt._lean is not None else \
-                                    _new_buffer(nxt, nr, a, owned)
-                            elif nbuf[nr] is None:
-                                nbuf[nr] = [a, owned]
-                            else:
-                                _add_to_buffer(nbuf, nr, a, owned, True)
-                        d = deps[nxt] - 1
-                        deps[nxt] = d
-                        if d == 0:
-                            heappush(heap, (-nxt._seq, next(ticks), nxt))
-                    continue
+                    taken = {id(g)}
+                    builtin = True
             elif (node.__class__ is AccumulateGrad and lean_ok and buf is not None
                     and buf[0] is not None and not node.variable._hooks and not captures
                     and accumulate and node._pre_hooks is None):
                 # A leaf that nothing watches: add the array into .grad
                 _accumulate_array(node.variable, buf[0][0], buf[0][1])
                 continue
-            if buf is None:
-                buf = [None] * node._num_outputs()
-            elif arrays:  # hooks, captures and general backwards see tensors
-                buf = [None if s is None else [_make(s[0]), s[1]] for s in buf]
-            if node._tensor_hooks is not None or node._retain is not None:
-                _run_tensor_hooks(node, buf)
-            if node._pre_hooks:
-                grads = [s and s[0] for s in buf]
-                for hook in tuple(node._pre_hooks.values()):
-                    r = hook(tuple(grads))
-                    if r is not None:
-                        grads = list(r)
-                buf = [None if g is None else [g, False] for g in grads]
-
-            is_leaf = node.__class__ is AccumulateGrad or isinstance(node, AccumulateGrad)
-            if (is_leaf and node.variable._hooks and buf[0] is not None
-                    and ((node, 0) in captures
-                         or (accumulate and (needed is None or node in needed)))):
-                # as in torch, autograd.grad() w.r.t. a leaf sees its hooks' result too
-                _run_leaf_hooks(node.variable, buf[0])
-            if captures:
-                for nr in range(len(buf)):
-                    ks = captures.get((node, nr))
-                    if ks and buf[nr] is not None:
-                        for k in ks:
-                            results[k] = buf[nr][0]
-            if is_leaf:
-                if accumulate and buf[0] is not None and (needed is None or node in needed):
-                    _accumulate(node.variable, buf[0][0], buf[0][1])
-                continue
-            if needed is not None and node not in needed:
-                continue
-
-            if len(buf) == 1:  # one output (most nodes): no comprehension frame (3.11)
-                incoming = [None if buf[0] is None else buf[0][0]]
-            else:
-                incoming = [s and s[0] for s in buf]
-            out = anomaly_mode.run_node(node, incoming) if anomaly else node._apply(incoming)
-            if node._post_hooks:
-                for hook in tuple(node._post_hooks.values()):
-                    r = hook(tuple(out), tuple(incoming))
-                    if r is not None:
-                        out = list(r)
+            if out is None:
+                out, taken, builtin = _run_node(node, buf, arrays, anomaly, captures, results,
+                                                accumulate, needed)
+                if out is None:  # a leaf, or a node no input needs
+                    continue
             if not retain_graph:
                 node._release()
-            # A gradient is ours (owned) when a built-in backward made it fresh: not a view,
-            # not one of the incoming arrays, not returned twice.
-            builtin = node._builtin
-            taken = None
-            if builtin:  # (a loop, not a comprehension: each costs a frame on 3.11)
-                taken = set()
-                for g in incoming:
-                    if g is not None:
-                        taken.add(id(g._data))
-            # drop every reference to the incoming gradients: their memory may go now
-            del incoming, buf
-            g = None
-            _send(node, _unwrap(node, out, arrays), taken, builtin, buffers, deps, heap, ticks,
-                  arrays)
+            # Hand each gradient on to the node it belongs to, checked against the input's
+            # shape, dtype and device. It is ours (owned: the engine may sum into it and
+            # give it to .grad) when a built-in backward made it fresh: not a view, not an
+            # incoming gradient, not returned twice.
+            meta = node._input_meta
+            i = -1
+            for (nxt, nr), g in zip(node.next_functions, out):
+                i += 1
+                if nxt is None:
+                    continue
+                if g is not None:
+                    arr = g if arrays else g._data
+                    if arr.__class__ is not _ndarray and arrays and isinstance(arr, _generic):
+                        arr = g = np.asarray(arr)  # NumPy gives 0-d results as scalars
+                    if builtin:
+                        owned = arr.base is None and id(arr) not in taken
+                        taken.add(id(arr))
+                    else:
+                        owned = False
+                    if meta:
+                        m = meta[i]
+                        if not (arr.shape == m[0] and arr.dtype == m[1] and (
+                                m[2] is None if arr.__class__ is _ndarray else _on(arr, m[2]))):
+                            t = _make(arr) if arrays else g
+                            t2 = _validate(node, i, t, m)
+                            if t2 is not t:
+                                g, owned = (t2._data if arrays else t2), True
+                    nbuf = buffers.get(nxt)
+                    if nbuf is None:
+                        if nxt._lean is not None:  # (one output)
+                            buffers[nxt] = [[g, owned]]
+                        else:
+                            nbuf = buffers[nxt] = [None] * nxt._num_outputs()
+                            nbuf[nr] = [g, owned]
+                    elif nbuf[nr] is None:
+                        nbuf[nr] = [g, owned]
+                    else:
+                        _add_to_buffer(nbuf, nr, g, owned, arrays)
+                d = deps[nxt] - 1
+                deps[nxt] = d
+                if d == 0:
+                    heappush(heap, (-nxt._seq, next(ticks), nxt))
+            out = g = arr = None  # (no reference to a gradient outlives its use)
     except _cuda_error_types() as e:  # CUDA failures outside an op (summing gradients, ...)
         raise _cuda_error(e, f"backward (at {node.name()})") from e
     finally:
