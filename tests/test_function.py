@@ -697,3 +697,43 @@ def test_tensor_passed_by_keyword_is_recorded(lib):
     assert by_name.item() == 6.0 and by_name.requires_grad
     with pytest.raises(TypeError, match="missing required argument: 'k'"):
         AddScaled.apply(x, b=y)
+
+
+def test_subclass_of_a_built_in_op_runs_its_own_forward_and_backward():
+    """Built-in ops take shortcuts (Function._fast, _backward_arrays); a subclass that
+    redefines forward or backward must run its own, recorded or not, with or without
+    gradients, and a subclass that redefines neither keeps the op's behaviour."""
+    from gpugrad.ops.elementwise import Mul, Tanh
+    from gpugrad.ops.linalg import Matmul, Mm
+
+    calls = []
+
+    class LoudMul(Mul):
+        @staticmethod
+        def forward(ctx, a, b):
+            calls.append("forward")
+            return Mul.forward(ctx, a, b)
+
+    class HalfTanh(Tanh):
+        @staticmethod
+        def backward(ctx, g):
+            calls.append("backward")
+            return Tanh.backward(ctx, g) * 0.5
+
+    x = gpugrad.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    with gpugrad.no_grad():
+        LoudMul.apply(x, 2.0)
+    LoudMul.apply(x, 2.0).sum().backward()
+    assert calls == ["forward", "forward"]
+    assert vals(x.grad) == [2.0, 2.0, 2.0]
+
+    calls.clear()
+    x.grad = None
+    HalfTanh.apply(x).sum().backward()
+    assert calls == ["backward"]
+    assert_close(x.grad, 0.5 * (1 - gpugrad.tanh(x.detach()) ** 2))
+
+    assert LoudMul._fast is None and LoudMul._backward_cls._lean is None
+    assert HalfTanh._fast is None and HalfTanh._backward_cls._lean is None
+    # a subclass that only renames the node (torch's MmBackward0) keeps both shortcuts
+    assert Mm._fast is not None and Mm._backward_cls._lean is Matmul._backward_cls._lean
