@@ -796,9 +796,27 @@ _SIGMOID_DIRECT_MIN = 4096  # below this, the host cost of errstate outweighs th
 _ZERO_ONE: dict = {}  # dtype -> (0, 1) as 0-d arrays: NumPy converts a Python number slower
 
 
+_expit = []  # [SciPy's expit, or None without SciPy]: imported on first use (~0.4 s)
+
+
+def _scipy_expit():
+    """``scipy.special.expit`` when SciPy is installed, else None."""
+    if not _expit:
+        try:
+            from scipy.special import expit
+        except ImportError:  # SciPy is optional
+            expit = None
+        _expit.append(expit)
+    return _expit[0]
+
+
 def _sigmoid_numpy(x):
-    """sigmoid (kernels/activations.cu): the twin, exp(-|x|) then a ``np.where`` over both
-    branches (nine ufunc calls), costs ~4x these formulas written as in-place ufunc passes:
+    """sigmoid (kernels/activations.cu). With SciPy installed, its ``expit``: one C pass,
+    stable, within 1.4e-7 relative of exact in float32 and torch's values at the extremes
+    (0 below -88.7, 1 above; one ufunc call, where the formulas below take four to seven:
+    on a small array each call costs ~1 us). Without SciPy: the twin, exp(-|x|) then a
+    ``np.where`` over both branches (nine ufunc calls), costs ~4x these formulas written as
+    in-place ufunc passes:
 
     - large arrays: torch's own CPU formula, 1 / (1 + exp(-x)), four passes over one buffer.
       It flushes x < -88.7 (float32) to 0 exactly as torch's CPU kernel does (exp overflows
@@ -811,6 +829,9 @@ def _sigmoid_numpy(x):
     left to the twin."""
     if not x.ndim:
         return None
+    expit = _expit[0] if _expit else _scipy_expit()
+    if expit is not None:
+        return expit(x)
     if x.size >= _SIGMOID_DIRECT_MIN:
         with np.errstate(over="ignore"):
             e = np.negative(x)
@@ -1166,6 +1187,15 @@ class Kernel:
     def _numpy_into(self, args, out, compute, result):
         self._check_out(out, args, result, True)
         T = compute.type
+        if (self._numpy_path is not None and self._single and result is compute
+                and (compute is _F32 or compute is _F64)):
+            # the values a call without out= gives (its hand-written path), written into out
+            shape = out[0].shape
+            if all(args[i].shape == shape for i in self._arrays):
+                v = self._numpy_path(*args)
+                if v is not None:
+                    np.copyto(out[0], v)
+                    return out[0]
         # float16: computed in float32 and rounded once, at the end (below)
         if result is compute or result == compute:
             alias = self._aliases(args, out)
