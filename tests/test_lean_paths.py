@@ -4,9 +4,12 @@
   ``copy_`` under ``no_grad`` write straight into the tensor (no temporary of its size):
   values, dtypes, version counters, views and errors must be those of the recorded path /
   of torch.
-- ``sigmoid`` of a large NumPy array uses torch's CPU formula ``1 / (1 + exp(-x))``; of a
-  small one, the stable ``exp(min(x, 0)) / (1 + exp(-|x|))`` without a branch.
+- ``sigmoid`` on NumPy is SciPy's ``expit`` when SciPy is installed; without it, of a large
+  array torch's CPU formula ``1 / (1 + exp(-x))``, of a small one the stable
+  ``exp(min(x, 0)) / (1 + exp(-|x|))`` without a branch (both paths tested).
 - ``x * x`` sends ``2 g x`` down one edge instead of ``g x`` down both.
+- ``log_softmax`` of a large NumPy array and its backward run in blocks of rows (the
+  temporaries stay in the cache): bit for bit the whole-array expressions.
 """
 from __future__ import annotations
 
@@ -188,9 +191,22 @@ def test_copy_recorded_still_differentiates(device):
     assert np.array_equal(to_numpy(src.grad), np.full(4, 3.0))
 
 
+@pytest.fixture(params=["scipy", "formulas"])
+def sigmoid_path(request, monkeypatch):
+    """Both NumPy paths of sigmoid: SciPy's expit (when SciPy is installed) and the
+    formulas used without it."""
+    from gpugrad import _kernels
+    if request.param == "scipy":
+        pytest.importorskip("scipy.special")
+        monkeypatch.setattr(_kernels, "_expit", [])  # found again on first use
+    else:
+        monkeypatch.setattr(_kernels, "_expit", [None])
+    return request.param
+
+
 # ---- sigmoid on large arrays ---------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sigmoid_large_matches_torch(device, dtype):
+def test_sigmoid_large_matches_torch(sigmoid_path, device, dtype):
     torch = torch_or_skip()
     a = (rng.standard_normal(10000) * 30).astype(dtype)
     a[:4] = [-1000.0, 1000.0, 0.0, -90.0]
@@ -201,13 +217,13 @@ def test_sigmoid_large_matches_torch(device, dtype):
     assert np.all((g >= 0) & (g <= 1))
 
 
-def test_sigmoid_large_gradcheck(device):
+def test_sigmoid_large_gradcheck(sigmoid_path, device):
     x = gpugrad.tensor(rng.standard_normal(5000), device=device, requires_grad=True)
     w = gpugrad.tensor(rng.standard_normal(5000), device=device)
     assert gradcheck(lambda x: (x.sigmoid() * w).sum(), (x,))
 
 
-def test_sigmoid_large_and_small_agree(device):
+def test_sigmoid_large_and_small_agree(sigmoid_path, device):
     a = rng.standard_normal(8192) * 10
     big = to_numpy(gpugrad.tensor(a, device=device).sigmoid())
     small = np.concatenate([to_numpy(gpugrad.tensor(c, device=device).sigmoid())
@@ -216,7 +232,7 @@ def test_sigmoid_large_and_small_agree(device):
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_sigmoid_small_matches_torch_at_the_extremes(device, dtype):
+def test_sigmoid_small_matches_torch_at_the_extremes(sigmoid_path, device, dtype):
     torch = torch_or_skip()
     a = np.array([-np.inf, -1000.0, -200.0, -90.0, -88.0, -30.0, -1.0, -0.0, 0.0, 1e-8, 1.0,
                   30.0, 90.0, 1000.0, np.inf, np.nan], dtype=dtype)
@@ -233,7 +249,7 @@ def test_sigmoid_small_matches_torch_at_the_extremes(device, dtype):
     assert g[0] == 0 and g[-2] == 1 and np.isnan(g[-1])
 
 
-def test_sigmoid_of_a_0d_tensor(device):
+def test_sigmoid_of_a_0d_tensor(sigmoid_path, device):
     torch = torch_or_skip()
     x = gpugrad.tensor(-1.25, device=device, requires_grad=True)
     y = x.sigmoid()
@@ -243,7 +259,7 @@ def test_sigmoid_of_a_0d_tensor(device):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sigmoid_small_is_accurate_in_the_tails(device, dtype):
+def test_sigmoid_small_is_accurate_in_the_tails(sigmoid_path, device, dtype):
     a = np.linspace(-80, 80, 1001).astype(dtype)
     g = to_numpy(gpugrad.tensor(a, device=device).sigmoid()).astype(np.float64)
     exact = 1 / (1 + np.exp(-a.astype(np.float64)))
@@ -459,3 +475,62 @@ def test_hooks_see_tensors_and_their_results_count(device):
     assert isinstance(seen[0], gpugrad.Tensor)
     expect = 6.0 * (1 - np.tanh(to_numpy(x)) ** 2)
     assert_close(x.grad, expect)
+
+
+# ---- log_softmax in row blocks on NumPy --------------------------------------------------------
+def _log_softmax_ref(a):
+    shifted = a - a.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+# (rows, C) and (.., C) above the blocking threshold: many rows a block, one row a block (C
+# over the block size), a partial last block, 3-D
+BLOCKED_SHAPES = [(300, 1000), (3, 70001), (70001, 3), (3, 50, 1000)]
+
+
+@pytest.mark.parametrize("shape", BLOCKED_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_log_softmax_blocked_is_the_whole_array_expression(shape, dtype):
+    """On NumPy, log_softmax of a large array and its backward run in blocks of rows: the
+    values are bit for bit those of the whole-array expressions, infinities and NaN too."""
+    from gpugrad.ops import reduction
+    a = (rng.standard_normal(shape) * 5).astype(dtype)
+    a.flat[::977], a.flat[5::1231], a.flat[7::3001] = np.inf, -np.inf, np.nan
+    assert reduction._row_blocks(a, a.ndim - 1) is not None  # the blocked path is taken
+    w = rng.standard_normal(shape).astype(dtype)
+    x = gpugrad.tensor(a, device="cpu", requires_grad=True)
+    with np.errstate(all="ignore"):
+        y = x.log_softmax(-1)
+        (y * gpugrad.tensor(w, device="cpu")).sum().backward()
+        ry = _log_softmax_ref(a)
+        rg = w - np.exp(ry) * w.sum(axis=-1, keepdims=True)
+    assert y.dtype == x.dtype and np.array_equal(to_numpy(y), ry, equal_nan=True)
+    assert np.array_equal(to_numpy(x.grad), rg, equal_nan=True)
+
+
+def test_log_softmax_blocked_with_a_broadcast_gradient():
+    """``log_softmax(x).sum().backward()`` hands the backward a broadcast (stride 0) view."""
+    a = rng.standard_normal((400, 500)).astype(np.float32)
+    x = gpugrad.tensor(a, device="cpu", requires_grad=True)
+    x.log_softmax(1).sum().backward()
+    y = _log_softmax_ref(a)
+    assert np.array_equal(to_numpy(x.grad), 1 - np.exp(y) * np.float32(500))
+
+
+def test_log_softmax_large_matches_torch(device):
+    torch = torch_or_skip()
+    a = rng.standard_normal((256, 1024)).astype(np.float32) * 4
+    w = rng.standard_normal((256, 1024)).astype(np.float32)
+    g, t = _pair(a, device, requires_grad=True)
+    for x, m in ((g, gpugrad), (t, torch)):
+        y = x.log_softmax(-1)
+        (y * m.tensor(w, device=x.device)).sum().backward()
+        if m is gpugrad:
+            gy = y
+        else:
+            assert_close(gy, y, rtol=1e-5, atol=1e-5)
+    assert_close(g.grad, t.grad, rtol=1e-5, atol=1e-5)
+    # other dims (and non-contiguous arrays) keep the whole-array path: the same values
+    assert_close(g.detach().log_softmax(0), t.detach().log_softmax(0), rtol=1e-5, atol=1e-5)
+    assert_close(g.detach().mT.log_softmax(1), t.detach().mT.log_softmax(1), rtol=1e-5,
+                 atol=1e-5)

@@ -11,13 +11,16 @@ from collections import namedtuple
 import numpy as np
 
 from .. import _dtypes
-from .._tensor import Tensor
-from ..autograd.function import Function, _record_args, _Saved
+from .._tensor import Tensor, _refresh_view
+from ..autograd.function import Function, _record_args, _Saved, _saved_arrays
+from ..autograd import grad_mode as _grad_mode
 from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
 from ._util import dims as _dims, float_array, make, wrap_dim, xp_of
 from .elementwise import exp, where
 from .shape import broadcast_view
+
+_grad_state = _grad_mode.state
 
 return_types_max = namedtuple("max", ["values", "indices"])
 return_types_min = namedtuple("min", ["values", "indices"])
@@ -60,26 +63,35 @@ class Sum(Function):
         return make(a.sum(axis=axes, keepdims=keepdim, dtype=None if dtype is None else dtype.np))
 
     @staticmethod
-    def _record_fast(x, axes, keepdim, dtype):
-        """Forward and node in one routine (see ``Function._record_fast``): a float sum in
-        its own dtype."""
+    def _fast(x, axes, keepdim, dtype):
+        """The common case (see ``Function._fast``): a float sum in its own dtype."""
         a = x._data
         if dtype is not None or a.dtype.kind != "f":
             return None
-        out = make(a.sum(axis=axes, keepdims=keepdim))
-        _record_args(Sum, (x, axes, keepdim, dtype), out, None).meta = (x.shape, axes, keepdim)
-        return out
+        if _grad_state.enabled:
+            if x._base is not None:  # a view: its history may be stale (ops/_views)
+                _refresh_view(x)
+            if x._requires_grad:
+                out = make(a.sum(axis=axes, keepdims=keepdim))
+                ctx = _record_args(Sum, (x, axes, keepdim, dtype), out, None)
+                ctx.meta = (x.shape, axes, keepdim)
+                return out
+        return make(a.sum(axis=axes, keepdims=keepdim))
 
     jvp = _rules.linear()
 
     @staticmethod
     def backward(ctx, g):
+        if not is_grad_enabled():  # not recorded: as the engine runs it
+            return make(Sum._backward_arrays(ctx, g._data)[0]), None, None, None
         shape, axes, keepdim = ctx.meta
-        if not is_grad_enabled():  # not recorded: the broadcast view of the array at once
-            gd = g._data
-            kept = gd if keepdim else gd.reshape(_kept_shape(shape, axes))
-            return make(broadcast_view(kept, shape)), None, None, None
         return _expand_back(g, axes, keepdim, shape), None, None, None
+
+    @staticmethod
+    def _backward_arrays(ctx, g):
+        """backward on arrays (see ``Function._backward_arrays``): the broadcast view."""
+        shape, axes, keepdim = ctx.meta
+        return (broadcast_view(g if keepdim else g.reshape(_kept_shape(shape, axes)), shape),)
 
 
 def sum(input: Tensor, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:  # noqa: A001
@@ -504,14 +516,69 @@ class Softmax(Function):
         return y * (g - (g * y).sum(dim=ctx.dim, keepdim=True)), None
 
 
+#: On NumPy, log_softmax and its backward over the last dim of an array of at least twice
+#: this many elements run in blocks of rows of about this many elements: a block's passes
+#: (max, subtract, exp, sum, multiply) reuse it while it is in the cache, and no temporary of
+#: the array's size is made (W1 large, 4096x4096 float32 logits on a 2-core EPYC: forward
+#: ~130 -> ~110 ms, backward ~135 -> ~105 ms). The same ufuncs on the same rows: the results
+#: are bit for bit those of the whole-array expressions.
+_BLOCK = 1 << 16
+
+
+def _row_blocks(a, dim):
+    """``a`` as a 2-D view (rows, last dim) and the rows per block when ``a`` takes the
+    blocked NumPy path for a reduction over ``dim``, else None."""
+    if (a.__class__ is not np.ndarray or a.size < 2 * _BLOCK or dim % a.ndim != a.ndim - 1
+            or not a.flags.c_contiguous):
+        return None
+    n = a.shape[-1]
+    return a.reshape(-1, n), _BLOCK // n or 1  # (max and min are ops here)
+
+
 def _log_softmax_array(a, dim):
     """log_softmax of float array ``a`` along ``dim``: a new array."""
     if not a.size:
         return a.copy()
+    blocked = _row_blocks(a, dim)
+    if blocked is not None:
+        a2, rows = blocked
+        out = np.empty_like(a2)
+        e = np.empty(a2[:rows].shape, a.dtype)  # one block's exp
+        for i in range(0, a2.shape[0], rows):
+            x, o = a2[i:i + rows], out[i:i + rows]
+            eb = e[:x.shape[0]]
+            np.subtract(x, x.max(axis=1, keepdims=True), out=o)
+            np.exp(o, out=eb)
+            s = eb.sum(axis=1, keepdims=True)
+            o -= np.log(s, out=s)
+        return out.reshape(a.shape)
     shifted = a - a.max(axis=dim, keepdims=True)
     # shifted is ours: subtract in place (one buffer of a's size less, same values)
     shifted -= xp_of(a).log(xp_of(a).exp(shifted).sum(axis=dim, keepdims=True))
     return shifted
+
+
+def _log_softmax_backward_array(gd, yd, dim):
+    """``gd - exp(yd) * gd.sum(dim)`` (log_softmax's backward on the arrays): one new array,
+    written in place (no temporaries of its size), in row blocks on large NumPy arrays."""
+    s = gd.sum(axis=dim, keepdims=True)
+    blocked = _row_blocks(yd, dim)
+    if blocked is not None and gd.shape == yd.shape and gd.__class__ is np.ndarray:
+        y2, rows = blocked
+        g2, s2 = gd.reshape(y2.shape), s.reshape(-1, 1)  # views unless gd is strided N-D
+        out = np.empty_like(y2)
+        for i in range(0, y2.shape[0], rows):
+            o = out[i:i + rows]
+            np.exp(y2[i:i + rows], out=o)
+            o *= s2[i:i + rows]
+            np.subtract(g2[i:i + rows], o, out=o)
+        return out.reshape(yd.shape)
+    xp = xp_of(gd)
+    out = xp.exp(yd)
+    out *= s
+    if gd.shape != out.shape:  # (a gradient of another shape broadcasts: a new array)
+        return gd - out
+    return xp.subtract(gd, out, out=out)
 
 
 class LogSoftmax(Function):
@@ -526,24 +593,21 @@ class LogSoftmax(Function):
         return y
 
     @staticmethod
-    def _eager(x, dim):
-        """Nothing recorded (see ``Function._eager``): a float tensor's log-softmax."""
-        if isinstance(x, Tensor) and x._data.dtype.kind == "f":
-            return make(_log_softmax_array(x._data, dim))
-        return None
-
-    @staticmethod
-    def _record_fast(x, dim):
-        """Forward and node in one routine (see ``Function._record_fast``); saves the output,
-        as forward does."""
-        a = x._data
-        if a.dtype.kind != "f":
+    def _fast(x, dim):
+        """The common case (see ``Function._fast``): a float tensor's log-softmax; a recorded
+        one saves its output, as forward does."""
+        if not isinstance(x, Tensor) or x._data.dtype.kind != "f":
             return None
-        y = make(_log_softmax_array(a, dim))
-        ctx = _record_args(LogSoftmax, (x, dim), y, None)
-        ctx._saved = [_Saved(y, 0)]
-        ctx.dim = dim
-        return y
+        if _grad_state.enabled:
+            if x._base is not None:  # a view: its history may be stale (ops/_views)
+                _refresh_view(x)
+            if x._requires_grad:
+                y = make(_log_softmax_array(x._data, dim))
+                ctx = _record_args(LogSoftmax, (x, dim), y, None)
+                ctx._saved = [_Saved(y, 0)]
+                ctx.dim = dim
+                return y
+        return make(_log_softmax_array(x._data, dim))
 
     @staticmethod
     def jvp(ctx, t, _):
@@ -552,13 +616,23 @@ class LogSoftmax(Function):
 
     @staticmethod
     def backward(ctx, g):
+        if not is_grad_enabled() and not ctx._in_jvp:  # not recorded: as the engine runs it
+            out = LogSoftmax._backward_arrays(ctx, g._data)
+            if out is not None:
+                return make(out[0]), None
         y, = ctx.saved_tensors
-        if not is_grad_enabled():  # not recorded: the same expression on the arrays at once
-            gd, yd = g._data, y._data
-            if gd.__class__ is yd.__class__ and gd.dtype == yd.dtype:
-                xp = xp_of(gd)
-                return make(gd - xp.exp(yd) * gd.sum(axis=ctx.dim, keepdims=True)), None
         return g - exp(y) * g.sum(dim=ctx.dim, keepdim=True), None
+
+    @staticmethod
+    def _backward_arrays(ctx, g):
+        """backward on arrays (see ``Function._backward_arrays``): one expression."""
+        saved = _saved_arrays(ctx)
+        if saved is None:
+            return None
+        y = saved[0]
+        if g.__class__ is not y.__class__ or g.dtype != y.dtype:
+            return None
+        return (_log_softmax_backward_array(g, y, ctx.dim),)
 
 
 def _softmax_dim(input, dim, op):
