@@ -548,16 +548,18 @@ def _record(ctx, args, positions, outputs):
     return result[0] if single else tuple(result)
 
 
-def _record_one(cls, x, out, saved_x: bool, saved_y: bool, saves: bool = True):
+def _record_one(cls, x, out, saved_x: bool, saved_y: bool, saves: bool = True,
+                n_args: int = 1):
     """``_record`` for the commonest node: a built-in op of one tensor argument ``x`` (which
-    requires grad, grad mode on) and one fresh floating output ``out``, saving ``x`` and/or
-    ``out`` (``saves=False``: an op whose forward saves nothing at all); the same node as the
-    general path, built in a few steps."""
+    requires grad, grad mode on; then ``n_args - 1`` arguments that are not tensors) and one
+    fresh floating output ``out``, saving ``x`` and/or ``out`` (``saves=False``: an op whose
+    forward saves nothing, or sets ``out.grad_fn._saved`` itself); the same node as the
+    general path, built in a few steps. Returns ``out``."""
     ctx = _new(cls._backward_cls)
     ctx._seq = next(_sequence)
-    ctx.needs_input_grad = _ONE_GRAD
+    ctx.needs_input_grad = _FIRST_GRAD[n_args]
     ctx._arg_positions = _POSITION_0
-    ctx._n_args = 1
+    ctx._n_args = n_args
     fn = x.grad_fn
     ctx.next_functions = ((fn, x._output_nr),) if fn is not None else \
         ((x._grad_accumulator(), 0),)
@@ -574,6 +576,7 @@ def _record_one(cls, x, out, saved_x: bool, saved_y: bool, saves: bool = True):
     return out
 
 
+_FIRST_GRAD = [(True,) + (False,) * (n - 1) if n else () for n in range(8)]
 _POSITION_0 = (0,)
 _POSITIONS = {(True, True): (0, 1), (True, False): (0,), (False, True): (1,)}
 
@@ -640,34 +643,6 @@ def _saved_arrays(ctx):
         else:
             out.append(e.data if e.tensor is None else e.tensor._data)
     return out
-
-
-def _record_args(cls, args, out, to_save):
-    """``_record`` for a built-in op of tensors and numbers ``args`` (one of the tensors
-    requires grad, grad mode on) with one fresh floating output ``out``, saving the input
-    tensors ``to_save`` (None for a slot not needed); returns the ctx, for the op's own
-    attributes."""
-    ctx = _new(cls._backward_cls)
-    positions = []
-    needs = []
-    Tensor = _Tensor
-    i = 0
-    for t in args:
-        if isinstance(t, Tensor):
-            positions.append(i)
-            needs.append(t._requires_grad)
-        else:
-            needs.append(False)
-        i += 1
-    ctx.needs_input_grad = tuple(needs)
-    _link_inputs(ctx, args, positions)
-    d = out._data
-    ctx._output_meta = ((d.shape, d.dtype, None if d.__class__ is _ndarray else _device_of(d)),)
-    out.grad_fn = ctx
-    out._requires_grad = True
-    if to_save is not None:
-        ctx._saved = [None if t is None else _Saved(t, None) for t in to_save]
-    return ctx
 
 
 def _save(ctx, outs, result) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from .. import _capture
 from .._tensor import Tensor, _refresh_view
 from ..backends import _precision
-from ..autograd.function import Function, _record_args, _saved_arrays
+from ..autograd.function import Function, _record_binary, _Saved, _saved_arrays
 from ..autograd import grad_mode as _grad_mode
 from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
@@ -77,7 +77,8 @@ class Matmul(Function):
             na, nb = a._requires_grad, b._requires_grad
             if na or nb:
                 out = make(_matmul_arrays(x, y))
-                ctx = _record_args(cls, (a, b), out, (a if nb else None, b if na else None))
+                ctx = _record_binary(cls, a, b, True, True, out, 2)
+                ctx._saved = [_Saved(a, None) if nb else None, _Saved(b, None) if na else None]
                 ctx.ndims = (x.ndim, y.ndim)
                 return out
         return make(_matmul_arrays(x, y))

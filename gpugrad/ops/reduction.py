@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _dtypes
 from .._tensor import Tensor, _refresh_view
-from ..autograd.function import Function, _record_args, _Saved, _saved_arrays
+from ..autograd.function import Function, _record_one, _Saved, _saved_arrays
 from ..autograd import grad_mode as _grad_mode
 from ..autograd import _jvp_rules as _rules
 from ..autograd.grad_mode import is_grad_enabled
@@ -72,9 +72,9 @@ class Sum(Function):
             if x._base is not None:  # a view: its history may be stale (ops/_views)
                 _refresh_view(x)
             if x._requires_grad:
-                out = make(a.sum(axis=axes, keepdims=keepdim))
-                ctx = _record_args(Sum, (x, axes, keepdim, dtype), out, None)
-                ctx.meta = (x.shape, axes, keepdim)
+                out = _record_one(Sum, x, make(a.sum(axis=axes, keepdims=keepdim)), False,
+                                  False, saves=False, n_args=4)
+                out.grad_fn.meta = (x.shape, axes, keepdim)
                 return out
         return make(a.sum(axis=axes, keepdims=keepdim))
 
@@ -602,8 +602,9 @@ class LogSoftmax(Function):
             if x._base is not None:  # a view: its history may be stale (ops/_views)
                 _refresh_view(x)
             if x._requires_grad:
-                y = make(_log_softmax_array(x._data, dim))
-                ctx = _record_args(LogSoftmax, (x, dim), y, None)
+                y = _record_one(LogSoftmax, x, make(_log_softmax_array(x._data, dim)), False,
+                                False, saves=False, n_args=2)
+                ctx = y.grad_fn
                 ctx._saved = [_Saved(y, 0)]
                 ctx.dim = dim
                 return y
