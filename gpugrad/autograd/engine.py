@@ -7,6 +7,12 @@
 3. Drop each buffer as soon as its node has run, and (without ``retain_graph``) the node's
    saved tensors too, so that peak memory stays close to the forward's.
 
+Without create_graph the buffers hold bare arrays: a one-output built-in node runs its
+array-level backward (``node._lean``, from ``Function._backward_arrays``) on them, and no
+tensor is made per gradient. Nodes with hooks, captures of ``inputs`` or a general backward
+(``_run_node``) see tensors, as every node does with create_graph (whose gradients are
+recorded).
+
 Each buffered gradient carries an ``owned`` flag: True when no one else can see its array
 (it was freshly computed by a built-in backward, or is a sum made here). Owned buffers may be
 summed into in place and handed to ``.grad`` without a copy; others are copied first, so that
