@@ -534,3 +534,17 @@ def test_log_softmax_large_matches_torch(device):
     assert_close(g.detach().log_softmax(0), t.detach().log_softmax(0), rtol=1e-5, atol=1e-5)
     assert_close(g.detach().mT.log_softmax(1), t.detach().mT.log_softmax(1), rtol=1e-5,
                  atol=1e-5)
+
+
+def test_log_softmax_of_a_0d_tensor(device):
+    """NumPy gives 0-d results as scalars: the backward on arrays cannot write into one (a
+    property-test program found it)."""
+    torch = torch_or_skip()
+    x = gpugrad.tensor(0.3, device=device, requires_grad=True)
+    y = gpugrad.log_softmax(x, dim=0)
+    (y.tanh() * 2.0).backward()
+    tx = torch.tensor(0.3, dtype=torch.float64 if x.dtype == gpugrad.float64 else torch.float32,
+                      requires_grad=True)
+    (torch.log_softmax(tx, dim=0).tanh() * 2.0).backward()
+    assert_close(y, torch.log_softmax(tx, dim=0).detach())
+    assert_close(x.grad, tx.grad)

@@ -343,19 +343,25 @@ class _Gen:
         tmpl, f = self.pick(options)
         self.new(tmpl.format(a=a.name), a.shape, f(a.bound), deps=[a])
 
+    def scalar_op(self, a):
+        s = self.pick(_SCALARS)
+        options = [(t, f) for t, f in _SCALAR_OPS if f(a.bound, s) <= BOUND]
+        tmpl, f = self.pick(options)
+        self.new(tmpl.format(a=a.name, s=s), a.shape, f(a.bound, s), deps=[a])
+
     def step_binary(self):
         a = self.choose()
         if self.chance(30):
-            s = self.pick(_SCALARS)
-            options = [(t, f) for t, f in _SCALAR_OPS if f(a.bound, s) <= BOUND]
-            tmpl, f = self.pick(options)
-            self.new(tmpl.format(a=a.name, s=s), a.shape, f(a.bound, s), deps=[a])
+            self.scalar_op(a)
             return
         def fits(v, shape=a.shape):
             out = _broadcast(shape, v.shape)
             return out is not None and self.ok(out)
 
         b = self.choose(fits)
+        if b is None:  # nothing broadcasts with a within MAX_NUMEL (an input may exceed it)
+            self.scalar_op(a)
+            return
         shape = _broadcast(a.shape, b.shape)
         if self.chance(20):
             c = self.choose(lambda v: fits(v, shape))

@@ -576,7 +576,9 @@ def _log_softmax_backward_array(gd, yd, dim):
     xp = xp_of(gd)
     out = xp.exp(yd)
     out *= s
-    if gd.shape != out.shape:  # (a gradient of another shape broadcasts: a new array)
+    if gd.shape != out.shape or not out.ndim:
+        # a gradient of another shape broadcasts, and NumPy gives a 0-d result as a scalar
+        # (no out= into it): a new array
         return gd - out
     return xp.subtract(gd, out, out=out)
 
